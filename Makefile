@@ -1,0 +1,45 @@
+# Sightline: `make demo` runs the whole pipeline from a fresh clone; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Run pipeline commands with the project's environment first on PATH (dvc.yaml calls `python`).
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: install demo data test test-unit lint serve clean
+
+# The environment, rebuilt when pyproject.toml or constraints.txt change.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Synthetic dataset (deterministic), versioned by DVC as data.dvc.
+data: install
+	$(BIN)/sightline data synth
+	$(BIN)/dvc add data --quiet
+
+demo: data
+	$(BIN)/dvc repro
+	$(BIN)/sightline summary
+
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+serve: install
+	$(BIN)/sightline serve
+
+clean:
+	rm -rf artifacts reports metrics mlflow.db mlartifacts

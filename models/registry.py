@@ -1,0 +1,57 @@
+"""Family name -> builder and task. A new family is one module in models/ plus one line here.
+
+Builders are referenced as "module:function" strings so that importing the registry does not
+import every family (some pull in heavy optional dependencies).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
+
+Task = Literal["detect", "segment", "keypoints", "events1d", "embed"]
+
+# Which MLflow experiment / registered model a task belongs to (DESIGN.md "Names").
+TASK_GROUP: dict[str, str] = {
+    "detect": "detection",
+    "segment": "detection",
+    "keypoints": "detection",
+    "events1d": "otdr",
+    "embed": "identification",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    task: Task
+    builder: str  # "module:function", the function takes (num_classes, **hparams)
+
+    def build(self, num_classes: int, **hparams: Any) -> nn.Module:
+        module_name, function_name = self.builder.split(":")
+        builder = getattr(importlib.import_module(module_name), function_name)
+        return builder(num_classes=num_classes, **hparams)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("faster_rcnn", "detect", "sightline.models.faster_rcnn:build"),
+    ]
+}
+
+
+def family(name: str) -> Family:
+    """Look a family up by the name params.yaml uses; unknown names list the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        known = ", ".join(sorted(FAMILIES))
+        raise KeyError(f"unknown model family {name!r}; known families: {known}") from None
+
+
+def build_model(name: str, num_classes: int, **hparams: Any) -> nn.Module:
+    return family(name).build(num_classes, **hparams)

@@ -1,0 +1,60 @@
+"""DVC stage `register@<family>`: register the model; `champion` moves only if it is better.
+
+python -m sightline.pipelines.register --family faster_rcnn [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import mlflow
+from rich.console import Console
+
+from sightline.artifacts import (
+    load_record,
+    metrics_path,
+    model_dir,
+    registry_report_path,
+    write_json,
+)
+from sightline.config import load_settings
+from sightline.evaluate.coco import SUMMARY_NAMES
+from sightline.track.registry import register
+from sightline.track.runs import resume_run, task_group, use_tracking
+
+console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--params", default=None, help="path of params.yaml")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.params)
+    record = load_record(model_dir(settings, args.family))
+    metrics = json.loads(metrics_path(settings, args.family).read_text())
+    use_tracking(settings.tracking_uri)
+    promotion = register(
+        record.model_uri,
+        group=task_group(args.family),
+        family=args.family,
+        metrics={k: metrics[k] for k in SUMMARY_NAMES if k in metrics},
+        tags={**record.tags, "run_id": record.run_id},
+    )
+    with resume_run(record.run_id):
+        mlflow.set_tags(
+            {
+                "registered_model": promotion.registered_model,
+                "registered_version": promotion.version,
+                "champion": str(promotion.promoted).lower(),
+            }
+        )
+    write_json(registry_report_path(settings, args.family), promotion.__dict__)
+    console.print(promotion.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

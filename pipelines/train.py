@@ -1,0 +1,104 @@
+"""DVC stage `train@<family>`: train one family through Ray Train, tracked in one MLflow run.
+
+python -m sightline.pipelines.train --family faster_rcnn [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from sightline.artifacts import ModelRecord, model_dir, save_trained
+from sightline.config import Settings, load_settings
+from sightline.data.detection import DetectionSplit
+from sightline.models.registry import family as lookup_family
+from sightline.track.lineage import dvc_data_hash, git_commit
+from sightline.track.registry import log_model
+from sightline.track.runs import local_artifact_root, resume_run, start_training_run, use_tracking
+from sightline.train.job import TrainJob
+from sightline.train.launcher import fit
+
+console = Console(stderr=True)
+
+
+def lineage_tags(settings: Settings) -> dict[str, str]:
+    return {
+        "git_commit": git_commit(settings.project_root),
+        "dvc_data_hash": dvc_data_hash(
+            settings.project_root, settings.path(settings.detection_data.root)
+        ),
+        "profile": settings.profile,
+    }
+
+
+def train_family(settings: Settings, family_name: str) -> ModelRecord:
+    fam = lookup_family(family_name)
+    split = DetectionSplit.load(settings.detection_data, "train", settings.project_root)
+    model_params = settings.model_params(family_name)
+    use_tracking(settings.tracking_uri)
+    tags = lineage_tags(settings)
+    run_id = start_training_run(
+        family_name,
+        params={
+            "family": family_name,
+            "model": model_params,
+            "train": settings.train.model_dump(mode="json"),
+            "data": settings.detection_data.model_dump(mode="json"),
+            "seed": settings.seed,
+        },
+        tags=tags,
+        artifact_root=local_artifact_root(settings.tracking_uri, settings.path("mlartifacts")),
+    )
+    console.print(f"[bold]{family_name}[/]: MLflow run {run_id}; training on Ray ...")
+    job = TrainJob(
+        family=family_name,
+        task=fam.task,
+        num_classes=len(split.class_names) + 1,
+        model_params=model_params,
+        data=settings.detection_data,
+        project_root=str(settings.project_root),
+        train=settings.train,
+        seed=settings.seed,
+        run_id=run_id,
+        tracking_uri=settings.tracking_uri,
+        marker_dir=str(settings.path("artifacts/ray_results") / f"markers-{run_id}"),
+    )
+    outcome = fit(job, ray_address=settings.ray_address)
+    metadata = {
+        "task": fam.task,
+        "class_names": split.class_names,
+        "category_ids": split.category_ids,
+    }
+    with resume_run(run_id):
+        model_uri = log_model(outcome.model, family=family_name, metadata=metadata)
+    record = ModelRecord(
+        family=family_name,
+        task=fam.task,
+        num_classes=job.num_classes,
+        model_params=model_params,
+        class_names=split.class_names,
+        category_ids=split.category_ids,
+        run_id=run_id,
+        model_uri=model_uri,
+        tags=tags,
+    )
+    save_trained(model_dir(settings, family_name), outcome.model, record)
+    console.print(
+        f"[bold]{family_name}[/]: trained; last epoch loss {outcome.metrics.get('loss'):.4f}"
+    )
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--params", default=None, help="path of params.yaml")
+    args = parser.parse_args(argv)
+    train_family(load_settings(args.params), args.family)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""What the pipeline stages hand each other on disk (DVC outputs), in one place.
+
+artifacts/models/<family>/  state.pt + model.json   (train -> evaluate, register)
+metrics/<family>.json                                (evaluate -> register; DVC metrics)
+reports/registry/<family>.json                       (register: version and champion decision)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from sightline.config import Settings
+from sightline.models import build_model
+
+STATE_FILE = "state.pt"
+RECORD_FILE = "model.json"
+
+
+class ModelRecord(BaseModel):
+    family: str
+    task: str
+    num_classes: int
+    model_params: dict[str, Any]
+    class_names: list[str]
+    category_ids: list[int]
+    run_id: str
+    model_uri: str
+    tags: dict[str, str]
+
+
+def model_dir(settings: Settings, family: str) -> Path:
+    return settings.path("artifacts/models") / family
+
+
+def metrics_path(settings: Settings, family: str) -> Path:
+    return settings.path("metrics") / f"{family}.json"
+
+
+def registry_report_path(settings: Settings, family: str) -> Path:
+    return settings.path("reports/registry") / f"{family}.json"
+
+
+def save_trained(directory: Path, model: nn.Module, record: ModelRecord) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / STATE_FILE)
+    (directory / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
+
+
+def load_record(directory: Path) -> ModelRecord:
+    path = directory / RECORD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: train this family first (dvc repro train)")
+    return ModelRecord.model_validate_json(path.read_text())
+
+
+def load_trained(directory: Path) -> tuple[nn.Module, ModelRecord]:
+    record = load_record(directory)
+    model = build_model(record.family, record.num_classes, **record.model_params)
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval(), record
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

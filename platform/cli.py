@@ -1,0 +1,140 @@
+"""The `sightline` command: one entry point for data, the pipeline stages and serving.
+
+Stage commands run the same modules DVC runs (`python -m sightline.pipelines.<stage>`), so a
+stage behaves identically from the CLI and from `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sightline.config import SettingsError, load_settings
+
+app = typer.Typer(
+    help="Sightline: train, evaluate, track and serve detectors.", no_args_is_help=True
+)
+data_app = typer.Typer(help="Generate and convert datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+ParamsOption = Annotated[
+    Path | None, typer.Option("--params", help="params.yaml to use (default: ./params.yaml)")
+]
+
+
+def _settings(params: Path | None):
+    try:
+        return load_settings(params)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _stage(module: str, *args: str, params: Path | None) -> None:
+    command = [sys.executable, "-m", f"sightline.pipelines.{module}", *args]
+    if params is not None:
+        command += ["--params", str(params)]
+    raise typer.Exit(subprocess.run(command, check=False).returncode)
+
+
+@data_app.command("synth")
+def data_synth(params: ParamsOption = None) -> None:
+    """Write the synthetic detection dataset (deterministic from its seed) to its data root."""
+    from sightline.data.synth.detection import generate
+
+    settings = _settings(params)
+    root = settings.path(settings.detection_data.root)
+    with console.status(f"generating synthetic detection data into {root} ..."):
+        counts = generate(root, settings.synth["detection"])
+    console.print(f"wrote {counts} images to {root}")
+
+
+@data_app.command("voc2coco")
+def data_voc2coco(
+    voc_root: Annotated[Path, typer.Argument(help="a VOC year folder (Annotations/, JPEGImages/)")],
+    image_set: Annotated[str, typer.Argument(help="an ImageSets/Main name, e.g. train")],
+    out: Annotated[Path, typer.Argument(help="COCO JSON file to write")],
+) -> None:
+    """Convert a Pascal VOC image set to COCO JSON (file_names relative to JPEGImages/)."""
+    from sightline.data.coco import write_coco
+    from sightline.data.voc import voc_to_coco
+
+    coco = voc_to_coco(voc_root, image_set)
+    write_coco(coco, out)
+    console.print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}")
+
+
+@app.command()
+def validate(params: ParamsOption = None) -> None:
+    """Check the detection dataset with Great Expectations (fails on any broken expectation)."""
+    _stage("validate", params=params)
+
+
+@app.command()
+def train(family: str, params: ParamsOption = None) -> None:
+    """Train one model family on Ray Train, tracked in MLflow."""
+    _stage("train", "--family", family, params=params)
+
+
+@app.command()
+def evaluate(family: str, params: ParamsOption = None) -> None:
+    """COCO-evaluate a trained family on the validation split."""
+    _stage("evaluate", "--family", family, params=params)
+
+
+@app.command()
+def register(family: str, params: ParamsOption = None) -> None:
+    """Register a trained family; `champion` moves only if it beats the current one."""
+    _stage("register", "--family", family, params=params)
+
+
+@app.command()
+def serve(params: ParamsOption = None) -> None:
+    """Start the Ray Serve app (HTTP) with the registered champions."""
+    from sightline.serve.app import run
+
+    run(_settings(params), blocking=True)
+
+
+@app.command()
+def summary(params: ParamsOption = None) -> None:
+    """Print the metrics of every evaluated family and where to look next."""
+    settings = _settings(params)
+    table = Table(title="Sightline: validation metrics (COCO, bbox)")
+    columns = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"]
+    table.add_column("family")
+    for name in [*columns, "untrained_map_50", "registered"]:
+        table.add_column(name, justify="right")
+    for family in settings.detection["families"]:
+        path = settings.path("metrics") / f"{family}.json"
+        if not path.is_file():
+            table.add_row(family, *["-"] * (len(columns) + 2))
+            continue
+        metrics = json.loads(path.read_text())
+        registry = settings.path("reports/registry") / f"{family}.json"
+        reg = json.loads(registry.read_text()) if registry.is_file() else {}
+        status = f"v{reg['version']}{' champion' if reg.get('promoted') else ''}" if reg else "-"
+        table.add_row(
+            family,
+            *[f"{metrics.get(c, float('nan')):.3f}" for c in [*columns, "untrained_map_50"]],
+            status,
+        )
+    console.print(table)
+    console.print(
+        "\nCompare runs:   [bold].venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db[/]"
+        "  (then open http://127.0.0.1:5000)\n"
+        "Serve models:   [bold].venv/bin/sightline serve[/]  (then POST an image to "
+        f"http://{settings.serve.host}:{settings.serve.port}/v1/detect)"
+    )
+
+
+if __name__ == "__main__":
+    app()

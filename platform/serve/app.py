@@ -1,0 +1,54 @@
+"""The Ray Serve application: the FastAPI ingress (gateway.py) in front of one deployment per
+task (detector.py; OTDR and faces join later).
+
+    build_app(settings)                 -> the bound application, ready for serve.run
+    run(settings, blocking=True)        -> start/join Ray, start Serve on settings.serve.host:port,
+                                           deploy; when blocking, serve until Ctrl-C
+
+Routes: GET /healthz, GET /v1/models, POST /v1/detect; OpenAPI at /docs. Every error is a JSON
+body {"error": {"code", "message"}} (errors.py); bad input never takes the server down.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray import serve
+from ray.serve import Application
+
+from sightline.cluster import ensure_ray
+from sightline.config import Settings
+from sightline.serve.detector import Detector
+from sightline.serve.gateway import ApiConfig, Gateway
+
+APP_NAME = "sightline"
+
+
+def build_app(settings: Settings) -> Application:
+    config = ApiConfig.from_settings(settings)
+    return Gateway.bind(Detector.bind(config.tracking_uri), config)
+
+
+def run(settings: Settings, *, blocking: bool = True) -> None:
+    """Deploy the app on Ray Serve; when blocking, serve until Ctrl-C, then shut Serve down."""
+    ensure_ray(settings.ray_address)
+    host, port = settings.serve.host, settings.serve.port
+    serve.start(http_options={"host": host, "port": port})
+    if not blocking:
+        deploy(settings)
+        return
+    try:
+        deploy(settings)
+        url = f"http://{host}:{port}"
+        print(f"Sightline is serving at {url} (API docs: {url}/docs); press Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping Sightline Serve")
+    finally:
+        serve.shutdown()
+
+
+def deploy(settings: Settings) -> None:
+    """Deploy (or update in place) the application and wait until it is running."""
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")

@@ -1,0 +1,148 @@
+"""The HTTP ingress: a FastAPI app (routes, error shape, OpenAPI) deployed on Ray Serve.
+
+This module imports no torch or MLflow, so the ingress replica starts light; inference and
+model loading live in the task deployments (detector.py) it calls through handles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import run_in_threadpool
+
+from sightline.config import Settings
+from sightline.serve.errors import add_error_handlers
+from sightline.serve.images import decode_image
+from sightline.serve.schemas import (
+    Catalog,
+    DetectResponse,
+    ErrorResponse,
+    Health,
+    ImageSize,
+)
+from sightline.serve.uploads import IMAGE_FIELD, read_image_upload
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "empty, truncated or corrupt image; malformed request",
+        404: "the requested model family is not loaded",
+        413: "image larger than the byte or pixel limit",
+        415: "not an image, or an unsupported content type",
+        422: "invalid query parameter",
+        503: "no champion model is registered yet",
+    }.items()
+}
+DETECT_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [IMAGE_FIELD],
+                    "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """What the replicas need from Settings, resolved in the driver (not from replica env)."""
+
+    tracking_uri: str
+    max_upload_bytes: int
+    max_image_pixels: int
+    default_score_threshold: float
+    api_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiConfig:
+        return cls(
+            tracking_uri=settings.tracking_uri,
+            max_upload_bytes=settings.serve.max_upload_bytes,
+            max_image_pixels=settings.serve.max_image_pixels,
+            default_score_threshold=settings.serve.default_score_threshold,
+            api_token=settings.api_token,
+        )
+
+
+def create_api(config: ApiConfig, detector: DeploymentHandle) -> FastAPI:
+    """The FastAPI app; `detector` is a handle to the Detector deployment."""
+    api = FastAPI(
+        title="Sightline",
+        summary="Object detection (and later OTDR events, face identification) served by Ray",
+        version="0.1.0",
+    )
+    api.state.api_token = config.api_token
+    add_error_handlers(api)
+
+    async def catalog() -> Catalog:
+        return await detector.catalog.remote()
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(models_loaded=len((await catalog()).models))
+
+    @api.get("/v1/models", response_model=Catalog)
+    async def models() -> Catalog:
+        return await catalog()
+
+    @api.post(
+        "/v1/detect",
+        response_model=DetectResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=DETECT_REQUEST_BODY,
+    )
+    async def detect(
+        request: Request,
+        score_threshold: Annotated[
+            float | None,
+            Query(ge=0.0, le=1.0, description="drop detections scoring below this"),
+        ] = None,
+        model: Annotated[
+            str | None,
+            Query(description="a model family name (see /v1/models); default: the champion"),
+        ] = None,
+    ) -> DetectResponse:
+        """Detect objects in one image (multipart field `image`, or a raw image/* body)."""
+        card = (await catalog()).resolve(model)
+        data = await read_image_upload(request, config.max_upload_bytes)
+        image = await run_in_threadpool(
+            decode_image,
+            data,
+            max_bytes=config.max_upload_bytes,
+            max_pixels=config.max_image_pixels,
+        )
+        threshold = config.default_score_threshold if score_threshold is None else score_threshold
+        detections = await detector.detect.remote(np.asarray(image), card.version, threshold)
+        return DetectResponse(
+            model=card.ref(),
+            image=ImageSize(width=image.width, height=image.height),
+            detections=detections,
+        )
+
+    return api
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_constructor_retry_count=2)
+@serve.ingress()
+class Gateway:
+    """The HTTP ingress. The FastAPI app is built in the replica (`__serve_build_asgi_app__`)
+    so its routes close over this replica's config and deployment handles."""
+
+    def __init__(self, detector: DeploymentHandle, config: ApiConfig) -> None:
+        self._detector = detector
+        self._config = config
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self._config, self._detector)

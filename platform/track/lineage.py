@@ -1,0 +1,52 @@
+"""Lineage tags: which code (git commit) and which data (DVC hash) produced a run."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+UNKNOWN = "unknown"
+
+
+def git_commit(project_root: Path) -> str:
+    """HEAD's commit, suffixed with '-dirty' when tracked files have uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return UNKNOWN
+    return f"{commit}-dirty" if dirty else commit
+
+
+def dvc_data_hash(project_root: Path, dataset_root: Path) -> str:
+    """The DVC md5 of the tracked folder that holds `dataset_root` (from its .dvc file).
+
+    Reads the `.dvc` files next to the dataset's ancestors (e.g. data.dvc for data/detection),
+    so it names exactly the version `dvc checkout` would restore.
+    """
+    dataset_root = dataset_root.resolve()
+    project_root = project_root.resolve()
+    for folder in [dataset_root, *dataset_root.parents]:
+        dvc_file = folder.with_name(folder.name + ".dvc")
+        if dvc_file.is_file():
+            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+            for out in outs:
+                if out.get("path") == folder.name and out.get("md5"):
+                    return str(out["md5"])
+        if folder == project_root:
+            break
+    return UNKNOWN

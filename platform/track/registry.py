@@ -1,0 +1,134 @@
+"""The MLflow model registry: one registered model per task, alias `champion` for the best.
+
+`champion` moves only when a new version beats the current champion on the task's primary
+metric (DESIGN.md "Names"); every version carries its family, metrics and lineage as tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from torch import nn
+
+REGISTERED_MODEL = {
+    "detection": "sightline-detector",
+    "otdr": "sightline-otdr",
+    "identification": "sightline-embedder",
+}
+PRIMARY_METRIC = {"detection": "map", "otdr": "map_50", "identification": "dir_at_far_1e-2"}
+CHAMPION = "champion"
+# Requirements written into the MLmodel: stated, so MLflow does not spend a minute inferring them.
+MODEL_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "sightline"]
+
+
+@dataclass(frozen=True)
+class Promotion:
+    registered_model: str
+    version: str
+    metric: str
+    value: float
+    previous_version: str | None
+    previous_value: float | None
+    promoted: bool
+
+    def describe(self) -> str:
+        if self.previous_version is None:
+            return (
+                f"{self.registered_model} v{self.version} is the first champion "
+                f"({self.metric}={self.value:.4f})"
+            )
+        verdict = "becomes champion" if self.promoted else "does not beat the champion"
+        return (
+            f"{self.registered_model} v{self.version} ({self.metric}={self.value:.4f}) {verdict} "
+            f"v{self.previous_version} ({self.metric}={self.previous_value:.4f})"
+        )
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    family: str
+    version: str
+    registered_model: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.get("class_names", []))
+
+
+def log_model(model: nn.Module, *, family: str, metadata: dict[str, Any]) -> str:
+    """Log a PyTorch model into the active run; returns its model URI."""
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        metadata={"family": family, **metadata},
+        pip_requirements=MODEL_REQUIREMENTS,
+        serialization_format="pickle",
+    )
+    return info.model_uri
+
+
+def champion_version(client: MlflowClient, name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register(
+    model_uri: str, *, group: str, family: str, metrics: dict[str, float], tags: dict[str, str]
+) -> Promotion:
+    """Register a new version and move `champion` to it only if it is strictly better."""
+    name = REGISTERED_MODEL[group]
+    metric = PRIMARY_METRIC[group]
+    if metric not in metrics:
+        raise KeyError(f"cannot register {family}: metrics lack the primary metric {metric!r}")
+    client = MlflowClient()
+    version_tags = {
+        "family": family,
+        **tags,
+        **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+    }
+    version = mlflow.register_model(model_uri, name, tags=version_tags)
+    current = champion_version(client, name)
+    previous_value = float(current.tags[f"metric.{metric}"]) if current is not None else None
+    promoted = previous_value is None or metrics[metric] > previous_value
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    return Promotion(
+        registered_model=name,
+        version=str(version.version),
+        metric=metric,
+        value=float(metrics[metric]),
+        previous_version=str(current.version) if current is not None else None,
+        previous_value=previous_value,
+        promoted=promoted,
+    )
+
+
+def load_version(group: str, alias_or_version: str = CHAMPION) -> LoadedModel:
+    """Load a registered model by alias (default `champion`) or version number, on CPU."""
+    name = REGISTERED_MODEL[group]
+    client = MlflowClient()
+    if alias_or_version.isdigit():
+        version = client.get_model_version(name, alias_or_version)
+        uri = f"models:/{name}/{alias_or_version}"
+    else:
+        version = client.get_model_version_by_alias(name, alias_or_version)
+        uri = f"models:/{name}@{alias_or_version}"
+    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    model.eval()
+    metadata = dict(mlflow.models.get_model_info(uri).metadata or {})
+    return LoadedModel(
+        model=model,
+        family=version.tags.get("family", metadata.get("family", "unknown")),
+        version=str(version.version),
+        registered_model=name,
+        metadata=metadata,
+    )

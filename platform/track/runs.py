@@ -1,0 +1,90 @@
+"""MLflow runs: one run per trained model, named after the family, in the task's experiment."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+
+from sightline.models.registry import TASK_GROUP, family
+
+EXPERIMENTS = {
+    "detection": "sightline-detection",
+    "otdr": "sightline-otdr",
+    "identification": "sightline-identification",
+}
+
+
+def task_group(family_name: str) -> str:
+    return TASK_GROUP[family(family_name).task]
+
+
+def use_tracking(uri: str) -> None:
+    mlflow.set_tracking_uri(uri)
+
+
+def experiment_id(group: str, artifact_root: Path | None = None) -> str:
+    """The experiment of a task group, created on first use.
+
+    With a local SQLite store, artifacts go under `artifact_root` (mlartifacts/ at the repo
+    root); with a tracking server the server decides where artifacts live.
+    """
+    name = EXPERIMENTS[group]
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def start_training_run(
+    family_name: str,
+    *,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    artifact_root: Path | None = None,
+) -> str:
+    """Create the run a training job logs into and return its id (the job may resume it)."""
+    exp = experiment_id(task_group(family_name), artifact_root)
+    with mlflow.start_run(experiment_id=exp, run_name=family_name, tags=dict(tags)) as run:
+        mlflow.log_params(flatten(params))
+        return run.info.run_id
+
+
+@contextmanager
+def resume_run(run_id: str) -> Iterator[Run]:
+    """Continue an existing run (after a worker restart, or in a later pipeline stage)."""
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log finite numeric metrics; NaN/inf (e.g. COCO's -1 'absent' markers are kept) skipped."""
+    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    mlflow.log_metrics(finite, step=step)
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> dotted keys with string values (MLflow params are flat strings)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+def local_artifact_root(tracking_uri: str, default: Path) -> Path | None:
+    """Artifacts beside a local store go to `default`; a tracking server chooses its own."""
+    return (
+        default
+        if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+        else None
+    )

@@ -1,0 +1,68 @@
+"""The one TorchTrainer launcher: a TrainJob in, the trained model and last metrics out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from torch import nn
+
+from sightline.cluster import ensure_ray, gpus_available
+from sightline.models import build_model
+from sightline.train.job import TrainJob
+from sightline.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+
+
+@dataclass
+class TrainOutcome:
+    model: nn.Module
+    metrics: dict[str, Any]
+    checkpoint_path: str
+
+
+def scaling_for(job: TrainJob) -> ScalingConfig:
+    """num_workers from params; use_gpu 'auto' means: yes if the cluster has a GPU per worker."""
+    use_gpu = job.train.use_gpu
+    if use_gpu == "auto":
+        use_gpu = gpus_available() >= job.train.num_workers
+    resources = None if use_gpu else {"CPU": job.train.threads_per_worker}
+    return ScalingConfig(
+        num_workers=job.train.num_workers, use_gpu=bool(use_gpu), resources_per_worker=resources
+    )
+
+
+def storage_uri(job: TrainJob) -> str:
+    """Checkpoint storage: a URI (s3://, gs://) as given, a relative path from the project root."""
+    if "://" in job.train.storage_path:
+        return job.train.storage_path
+    path = Path(job.train.storage_path)
+    return str(path if path.is_absolute() else Path(job.project_root) / path)
+
+
+def fit(job: TrainJob, *, ray_address: str | None = None) -> TrainOutcome:
+    ensure_ray(ray_address)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job.model_dump(mode="json")},
+        scaling_config=scaling_for(job),
+        run_config=RunConfig(
+            name=f"{job.family}-{job.run_id[:8]}",
+            storage_path=storage_uri(job),
+            failure_config=FailureConfig(max_failures=job.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {job.family} produced no checkpoint")
+    model = build_model(job.family, job.num_classes, **job.model_params)
+    with result.checkpoint.as_directory() as ckpt_dir:
+        state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return TrainOutcome(
+        model=model.eval(), metrics=dict(result.metrics), checkpoint_path=result.checkpoint.path
+    )

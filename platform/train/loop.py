@@ -1,0 +1,165 @@
+"""The one per-worker training loop for every model with the loss-dict contract.
+
+Runs inside Ray Train workers: DDP via `prepare_model`, a DistributedSampler, a checkpoint
+each epoch (model, optimiser, scheduler, epoch), resume from `ray.train.get_checkpoint()` after
+a worker failure, and per-epoch losses logged by rank 0 into the job's existing MLflow run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from sightline.models import build_model
+from sightline.train.job import TrainJob
+from sightline.train.tasks import adapter_for
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once, on purpose, to exercise recovery from a crashed worker."""
+
+
+def _lr_lambda(warmup_iters: int, total_iters: int):
+    """Linear warm-up, then cosine decay to 5% of the base rate (per iteration)."""
+
+    def factor(it: int) -> float:
+        if it < warmup_iters:
+            return 0.1 + 0.9 * it / max(1, warmup_iters)
+        progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _maybe_inject_failure(job: TrainJob, epoch: int, rank: int) -> None:
+    if (
+        job.train.inject_failure_at_epoch != epoch
+        or rank != ray.train.get_context().get_world_size() - 1
+    ):
+        return
+    marker = Path(job.marker_dir) / "failure_injected"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first attempt fails
+    except FileExistsError:
+        return
+    os.close(fd)
+    raise InjectedFailure(f"injected worker failure at epoch {epoch} (rank {rank})")
+
+
+def _mean_across_workers(sums: dict[str, float], count: int) -> dict[str, float]:
+    names = sorted(sums)
+    packed = torch.tensor([sums[n] for n in names] + [float(count)], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(packed)
+    total = max(1.0, packed[-1].item())
+    return {n: packed[i].item() / total for i, n in enumerate(names)}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    job = TrainJob.model_validate(config["job"])
+    torch.set_num_threads(job.train.threads_per_worker)
+    torch.manual_seed(job.seed)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    adapter = adapter_for(job.task)
+
+    dataset = adapter.dataset(job)
+    sampler = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=job.seed
+    )
+    loader = DataLoader(
+        dataset, batch_size=job.train.batch_size, sampler=sampler, collate_fn=adapter.collate
+    )
+
+    model = build_model(job.family, job.num_classes, **job.model_params).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=job.train.lr, momentum=job.train.momentum, weight_decay=job.train.weight_decay
+    )
+    total_iters = job.train.epochs * max(1, len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(job.train.warmup_iters, total_iters)
+    )
+
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    tracker = MlflowClient(job.tracking_uri) if rank == 0 else None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(
+                Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device, weights_only=False
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+        if tracker is not None:
+            tracker.set_tag(job.run_id, "resumed_from_epoch", str(state["epoch"]))
+
+    model = ray.train.torch.prepare_model(model)
+
+    for epoch in range(start_epoch, job.train.epochs):
+        _maybe_inject_failure(job, epoch, rank)
+        sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        batches, images, started = 0, 0, time.perf_counter()
+        for batch in loader:
+            losses = adapter.losses(model, batch, device)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}: {losses}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, job.train.grad_clip_norm)
+            optimizer.step()
+            scheduler.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            batches += 1
+            images += len(batch[0])
+        metrics = _mean_across_workers(sums, batches)
+        elapsed = time.perf_counter() - started
+        metrics["train_images_per_s"] = images * world / max(elapsed, 1e-9)
+        metrics["lr"] = scheduler.get_last_lr()[0]
+
+        report_checkpoint = None
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                torch.save(
+                    {
+                        "model": unwrap(model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                    },
+                    Path(tmp) / CHECKPOINT_FILE,
+                )
+                report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                now = int(time.time() * 1000)
+                tracker.log_batch(
+                    job.run_id, metrics=[Metric(k, v, now, epoch) for k, v in metrics.items()]
+                )
+            ray.train.report({**metrics, "epoch": epoch}, checkpoint=report_checkpoint)

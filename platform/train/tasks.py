@@ -1,0 +1,63 @@
+"""Per-task pieces of the one training loop: the dataset and how a batch becomes a loss dict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from sightline.train.job import TrainJob
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch, torch.device], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TaskAdapter:
+    dataset: Callable[[TrainJob], Dataset]
+    collate: Callable[[list[Any]], Batch]
+    losses: LossFn
+
+
+def _detection_dataset(job: TrainJob) -> Dataset:
+    from sightline.data.detection import DetectionDataset, DetectionSplit
+
+    split = DetectionSplit.load(job.data, "train", Path(job.project_root))
+    return DetectionDataset(
+        split, with_masks=job.task == "segment", with_keypoints=job.task == "keypoints"
+    )
+
+
+def _detection_collate(batch: list[Any]) -> Batch:
+    from sightline.data.detection import collate
+
+    return collate(batch)
+
+
+def _detection_losses(
+    model: nn.Module, batch: Batch, device: torch.device
+) -> dict[str, torch.Tensor]:
+    images, targets = batch
+    images = [img.to(device) for img in images]
+    targets = [
+        {k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
+    ]
+    return model(images, targets)
+
+
+ADAPTERS: dict[str, TaskAdapter] = {
+    task: TaskAdapter(_detection_dataset, _detection_collate, _detection_losses)
+    for task in ("detect", "segment", "keypoints")
+}
+
+
+def adapter_for(task: str) -> TaskAdapter:
+    try:
+        return ADAPTERS[task]
+    except KeyError:
+        raise KeyError(f"no training adapter for task {task!r}; have {sorted(ADAPTERS)}") from None

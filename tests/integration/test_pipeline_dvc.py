@@ -1,0 +1,111 @@
+"""The spine end to end through real DVC: validate -> train -> evaluate -> register, a no-op
+second `dvc repro`, and a broken dataset that stops the pipeline without losing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from sightline.config import load_settings
+from sightline.data.synth.detection import generate
+from sightline.evaluate.coco import SUMMARY_NAMES
+from tests.conftest import REPO_ROOT
+from tests.integration.tiny import tiny_params, write_params
+
+# What dvc.yaml's stages depend on, copied so the temp project is a self-contained repo.
+PROJECT_FILES = ["dvc.yaml", ".dvcignore"]
+PROJECT_DIRS = ["platform", "models", "pipelines"]
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str):
+    root = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        shutil.copy(REPO_ROOT / name, root / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    settings = load_settings(write_params(root, tiny_params()))
+    generate(settings.path(settings.detection_data.root), settings.synth["detection"])
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RAY_ADDRESS": ray_cluster,
+        "DVC_NO_ANALYTICS": "1",
+    }
+    for cmd in (
+        ["git", "init", "-q"],
+        [
+            "git",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "init",
+        ],
+        [f"{bin_dir}/dvc", "init", "-q"],
+        [f"{bin_dir}/dvc", "add", "-q", "data"],
+    ):
+        done = _run(cmd, root, env)
+        assert done.returncode == 0, done.stderr
+    return root, env, bin_dir
+
+
+def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
+    root, env, bin_dir = project
+    first = _run([f"{bin_dir}/dvc", "repro"], root, env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    metrics = json.loads((root / "metrics" / "faster_rcnn.json").read_text())
+    assert set(SUMMARY_NAMES) <= set(metrics)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("sightline-detection")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "faster_rcnn"
+    data_md5 = (root / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    assert run.data.tags["dvc_data_hash"] == data_md5
+    assert run.data.tags["git_commit"] != "unknown"
+    assert {"map", "map_50", "mar_100", "loss"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/precision_recall.png", "evaluation/val_predictions.png"} <= artifacts
+    champion = client.get_model_version_by_alias("sightline-detector", "champion")
+    assert champion.tags["family"] == "faster_rcnn" and champion.run_id == run.info.run_id
+
+    second = _run([f"{bin_dir}/dvc", "repro"], root, env)
+    assert second.returncode == 0, second.stderr
+    assert "Data and pipelines are up to date" in second.stdout
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+
+
+def test_a_broken_dataset_stops_at_validate_and_loses_nothing(project) -> None:
+    root, env, bin_dir = project
+    metrics_before = (root / "metrics" / "faster_rcnn.json").read_text()
+    annotations = root / "data" / "detection" / "annotations" / "train.json"
+    coco = json.loads(annotations.read_text())
+    coco["annotations"][0]["bbox"][2] = 0  # zero-width box
+    annotations.write_text(json.dumps(coco))
+
+    broken = _run([f"{bin_dir}/dvc", "repro"], root, env)
+    assert broken.returncode != 0
+    output = broken.stdout + broken.stderr
+    assert "validate" in output and "failed" in output.lower()
+    assert str(coco["annotations"][0]["id"]) in output, "the report names the offending record"
+    assert (root / "metrics" / "faster_rcnn.json").read_text() == metrics_before
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert client.get_model_version_by_alias("sightline-detector", "champion").version in (1, "1")

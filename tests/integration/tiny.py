@@ -1,0 +1,40 @@
+"""A tiny project (params + synthetic data) that trains in seconds, for integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+TINY_MODEL = {
+    "image_size": 64,
+    "width": 8,
+    "stages": 3,
+    "anchor_sizes": [16, 32, 64],
+    "aspect_ratios": [0.5, 1.0, 2.0],
+    "representation_size": 32,
+    "rpn_pre_nms_top_n_train": 100,
+    "rpn_post_nms_top_n_train": 50,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "box_batch_size_per_image": 32,
+}
+
+
+def tiny_params(**train_overrides: Any) -> dict[str, Any]:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["synth"]["detection"] = {"seed": 3, "image_size": 64, "train": 12, "val": 6, "test": 4}
+    params["train"].update({"epochs": 2, "batch_size": 3, "warmup_iters": 2, **train_overrides})
+    params["evaluate"]["grid_images"] = 2
+    params["models"] = {"faster_rcnn": dict(TINY_MODEL)}
+    params["profiles"] = {}
+    return params
+
+
+def write_params(project: Path, params: dict[str, Any]) -> Path:
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

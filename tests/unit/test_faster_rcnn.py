@@ -1,0 +1,77 @@
+"""The detection contract (DESIGN.md) for faster_rcnn: loss dict in train mode, boxes in eval."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sightline.models import FAMILIES, build_model, family
+
+TINY = {
+    "image_size": 64,
+    "width": 8,
+    "stages": 3,
+    "representation_size": 32,
+    "rpn_pre_nms_top_n_train": 100,
+    "rpn_post_nms_top_n_train": 50,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "box_batch_size_per_image": 32,
+}
+
+
+def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 48)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)},
+    ]
+    return images, targets
+
+
+def test_registry_knows_the_family_and_its_task() -> None:
+    assert family("faster_rcnn").task == "detect"
+    assert set(FAMILIES) >= {"faster_rcnn"}
+    with pytest.raises(KeyError, match=r"unknown model family 'nope'.*faster_rcnn"):
+        family("nope")
+
+
+def test_train_mode_returns_the_four_named_losses_and_a_step_lowers_them() -> None:
+    torch.manual_seed(0)
+    model = build_model("faster_rcnn", num_classes=3, **TINY).train()
+    images, targets = _batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    first = model(images, targets)
+    assert set(first) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    for _ in range(15):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert sum(model(images, targets).values()).item() < sum(first.values()).item()
+
+
+def test_eval_mode_returns_boxes_in_input_pixels() -> None:
+    model = build_model("faster_rcnn", num_classes=3, **TINY).eval()
+    big = torch.rand(3, 200, 300)  # resized inside the model, mapped back to these pixels
+    with torch.no_grad():
+        (out,) = model([big])
+    assert set(out) >= {"boxes", "labels", "scores"}
+    assert out["boxes"].shape[1] == 4
+    if len(out["boxes"]):
+        assert out["boxes"][:, 2].max() <= 300 and out["boxes"][:, 3].max() <= 200
+        assert out["labels"].min() >= 1
+
+
+def test_missing_local_weights_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        build_model("faster_rcnn", num_classes=3, weights=str(tmp_path / "missing.pt"), **TINY)
+
+
+def test_local_weights_are_loaded(tmp_path) -> None:
+    source = build_model("faster_rcnn", num_classes=3, **TINY)
+    path = tmp_path / "w.pt"
+    torch.save(source.state_dict(), path)
+    loaded = build_model("faster_rcnn", num_classes=3, weights=str(path), **TINY)
+    for a, b in zip(source.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

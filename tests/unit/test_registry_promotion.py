@@ -1,0 +1,77 @@
+"""The champion rule on a real MLflow registry: `champion` moves only to a strictly better model."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from sightline.track.registry import CHAMPION, load_version, log_model, register
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def _log(family: str) -> str:
+    with mlflow.start_run(run_name=family):
+        return log_model(
+            Tiny(), family=family, metadata={"class_names": ["a", "b"], "task": "detect"}
+        )
+
+
+def test_champion_moves_only_when_the_new_version_is_better(mlflow_store: str) -> None:
+    first = register(
+        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.30}, tags={}
+    )
+    assert first.promoted and first.previous_version is None and first.version == "1"
+
+    worse = register(
+        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.20}, tags={}
+    )
+    tie = register(
+        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.30}, tags={}
+    )
+    assert not worse.promoted and not tie.promoted
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("sightline-detector", CHAMPION).version) == "1"
+
+    better = register(
+        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.45}, tags={}
+    )
+    assert (
+        better.promoted
+        and better.previous_version == "1"
+        and better.previous_value == pytest.approx(0.30)
+    )
+    champion = client.get_model_version_by_alias("sightline-detector", CHAMPION)
+    assert str(champion.version) == "4"
+    assert champion.tags["family"] == "faster_rcnn" and float(
+        champion.tags["metric.map"]
+    ) == pytest.approx(0.45)
+
+    loaded = load_version("detection")
+    assert (
+        loaded.version == "4"
+        and loaded.family == "faster_rcnn"
+        and loaded.class_names == ["a", "b"]
+    )
+    assert isinstance(loaded.model, Tiny) and not loaded.model.training
+
+
+def test_registering_without_the_primary_metric_is_refused(mlflow_store: str) -> None:
+    with pytest.raises(KeyError, match="primary metric 'map'"):
+        register(
+            _log("faster_rcnn"),
+            group="detection",
+            family="faster_rcnn",
+            metrics={"map_50": 0.5},
+            tags={},
+        )
+    assert MlflowClient().search_registered_models() == []
