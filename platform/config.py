@@ -77,6 +77,9 @@ class Serve(Strict):
     port: int = 8000
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    # Larger uploads are shrunk to this side before inference (detectors resize to their own,
+    # smaller input anyway); boxes are mapped back to the upload's pixels.
+    max_inference_side: int = 1333
     default_score_threshold: float = 0.5
 
 

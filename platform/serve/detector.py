@@ -61,16 +61,26 @@ def model_card(loaded: LoadedModel, champion: bool) -> ModelCard:
 
 
 def detect_objects(
-    model: nn.Module, pixels: np.ndarray, class_names: list[str], score_threshold: float
+    model: nn.Module,
+    pixels: np.ndarray,
+    class_names: list[str],
+    score_threshold: float,
+    scale: float = 1.0,
+    original_size: tuple[int, int] | None = None,
 ) -> list[Detection]:
-    """Run one HxWx3 uint8 image through a torchvision-contract detector."""
+    """Run one HxWx3 uint8 image through a torchvision-contract detector.
+
+    Boxes are multiplied by `scale` and clamped to `original_size` (width, height): the upload
+    may have been shrunk before inference (images.inference_pixels).
+    """
     height, width = pixels.shape[:2]
+    width, height = original_size or (width, height)
     # A copy: arrays arriving through Ray's object store are read-only.
     image = torch.tensor(pixels, dtype=torch.float32).permute(2, 0, 1).div_(255.0)
     with torch.inference_mode():
         output = model([image])[0]
     keep = output["scores"] >= score_threshold
-    boxes = output["boxes"][keep].clone()
+    boxes = output["boxes"][keep] * scale
     # The model maps boxes back to the input size; clamp away float overshoot at the border.
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
@@ -142,6 +152,15 @@ class Detector:
             self._load()
         return self._catalog
 
-    def detect(self, pixels: np.ndarray, version: str, score_threshold: float) -> list[Detection]:
+    def detect(
+        self,
+        pixels: np.ndarray,
+        version: str,
+        score_threshold: float,
+        scale: float = 1.0,
+        original_size: tuple[int, int] | None = None,
+    ) -> list[Detection]:
         loaded = self._models[version]
-        return detect_objects(loaded.model, pixels, loaded.class_names, score_threshold)
+        return detect_objects(
+            loaded.model, pixels, loaded.class_names, score_threshold, scale, original_size
+        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -17,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sightline.config import Settings
 from sightline.serve.errors import add_error_handlers
-from sightline.serve.images import decode_image
+from sightline.serve.images import decode_image, inference_pixels
 from sightline.serve.schemas import (
     Catalog,
     DetectResponse,
@@ -62,6 +61,7 @@ class ApiConfig:
     tracking_uri: str
     max_upload_bytes: int
     max_image_pixels: int
+    max_inference_side: int
     default_score_threshold: float
     api_token: str | None = field(default=None, repr=False)
 
@@ -71,6 +71,7 @@ class ApiConfig:
             tracking_uri=settings.tracking_uri,
             max_upload_bytes=settings.serve.max_upload_bytes,
             max_image_pixels=settings.serve.max_image_pixels,
+            max_inference_side=settings.serve.max_inference_side,
             default_score_threshold=settings.serve.default_score_threshold,
             api_token=settings.api_token,
         )
@@ -124,7 +125,10 @@ def create_api(config: ApiConfig, detector: DeploymentHandle) -> FastAPI:
             max_pixels=config.max_image_pixels,
         )
         threshold = config.default_score_threshold if score_threshold is None else score_threshold
-        detections = await detector.detect.remote(np.asarray(image), card.version, threshold)
+        pixels, scale = await run_in_threadpool(inference_pixels, image, config.max_inference_side)
+        detections = await detector.detect.remote(
+            pixels, card.version, threshold, scale, (image.width, image.height)
+        )
         return DetectResponse(
             model=card.ref(),
             image=ImageSize(width=image.width, height=image.height),

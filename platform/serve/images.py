@@ -94,3 +94,18 @@ def scale_to_8_bit(image: Image.Image) -> Image.Image:
     """16-bit (or 32-bit integer) grey -> 8-bit grey, mapping the 16-bit range onto 0..255."""
     values = np.asarray(image, dtype=np.float32)
     return Image.fromarray(np.clip(values / 257.0, 0, 255).round().astype(np.uint8))
+
+
+def inference_pixels(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
+    """HxWx3 uint8 pixels for inference, shrunk so neither side exceeds `max_side`.
+
+    Returns the pixels and the factor that maps boxes on them back to `image`'s pixels.
+    """
+    scale = max(image.size) / max_side
+    if scale <= 1.0:
+        return np.asarray(image), 1.0
+    width, height = image.size
+    small = image.resize(
+        (max(1, round(width / scale)), max(1, round(height / scale))), Image.BILINEAR
+    )
+    return np.asarray(small), width / small.width

@@ -238,3 +238,17 @@ def test_validation_and_routing_errors_use_the_error_shape(token_client) -> None
     assert missing.json() == {"error": {"code": "not_found", "message": "Not Found"}}
     wrong_method = token_client.get("/mutate")
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_large_uploads_are_shrunk_for_inference_and_boxes_map_back() -> None:
+    from PIL import Image
+
+    from sightline.serve.images import inference_pixels
+
+    big = Image.new("RGB", (4000, 3000))
+    pixels, scale = inference_pixels(big, 1333)
+    assert max(pixels.shape[:2]) == 1333 and pixels.shape[2] == 3
+    assert scale == 4000 / pixels.shape[1]
+    small = Image.new("RGB", (640, 480))
+    pixels, scale = inference_pixels(small, 1333)
+    assert pixels.shape == (480, 640, 3) and scale == 1.0
