@@ -24,6 +24,13 @@ TASK_GROUP: dict[str, str] = {
 }
 
 
+class UnknownFamilyError(KeyError):
+    """params.yaml or a request named a family the registry does not have."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -50,7 +57,9 @@ def family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         known = ", ".join(sorted(FAMILIES))
-        raise KeyError(f"unknown model family {name!r}; known families: {known}") from None
+        raise UnknownFamilyError(
+            f"unknown model family {name!r}; known families: {known}"
+        ) from None
 
 
 def build_model(name: str, num_classes: int, **hparams: Any) -> nn.Module:

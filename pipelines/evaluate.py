@@ -13,21 +13,17 @@ import torch
 from rich.console import Console
 
 from sightline.artifacts import load_trained, metrics_path, model_dir, write_json
-from sightline.config import load_settings
+from sightline.config import Settings
 from sightline.data.detection import DetectionSplit
 from sightline.evaluate.detection import evaluate_detector
 from sightline.models import build_model
+from sightline.stage import run_stage
 from sightline.track.runs import log_metrics, resume_run, use_tracking
 
 console = Console(stderr=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--family", required=True)
-    parser.add_argument("--params", default=None, help="path of params.yaml")
-    args = parser.parse_args(argv)
-    settings = load_settings(args.params)
+def stage(settings: Settings, args: argparse.Namespace) -> int:
     model, record = load_trained(model_dir(settings, args.family))
     split = DetectionSplit.load(
         settings.detection_data, settings.evaluate.split, settings.project_root
@@ -63,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         f"map_50={metrics['map_50']:.3f} (untrained map_50={metrics['untrained_map_50']:.3f})"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(stage, __doc__, argv, per_family=True)
 
 
 if __name__ == "__main__":

@@ -19,20 +19,16 @@ from sightline.artifacts import (
     registry_report_path,
     write_json,
 )
-from sightline.config import load_settings
+from sightline.config import Settings
 from sightline.evaluate.coco import SUMMARY_NAMES
+from sightline.stage import run_stage
 from sightline.track.registry import register
 from sightline.track.runs import resume_run, task_group, use_tracking
 
 console = Console(stderr=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--family", required=True)
-    parser.add_argument("--params", default=None, help="path of params.yaml")
-    args = parser.parse_args(argv)
-    settings = load_settings(args.params)
+def stage(settings: Settings, args: argparse.Namespace) -> int:
     record = load_record(model_dir(settings, args.family))
     metrics = json.loads(metrics_path(settings, args.family).read_text())
     use_tracking(settings.tracking_uri)
@@ -54,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(registry_report_path(settings, args.family), promotion.__dict__)
     console.print(promotion.describe())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(stage, __doc__, argv, per_family=True)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ import sys
 from rich.console import Console
 
 from sightline.artifacts import ModelRecord, model_dir, save_trained
-from sightline.config import Settings, load_settings
+from sightline.config import Settings
 from sightline.data.detection import DetectionSplit
 from sightline.models.registry import family as lookup_family
+from sightline.stage import run_stage
 from sightline.track.lineage import dvc_data_hash, git_commit
 from sightline.track.registry import log_model
 from sightline.track.runs import local_artifact_root, resume_run, start_training_run, use_tracking
@@ -91,13 +92,13 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--family", required=True)
-    parser.add_argument("--params", default=None, help="path of params.yaml")
-    args = parser.parse_args(argv)
-    train_family(load_settings(args.params), args.family)
+def stage(settings: Settings, args: argparse.Namespace) -> int:
+    train_family(settings, args.family)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(stage, __doc__, argv, per_family=True)
 
 
 if __name__ == "__main__":

@@ -12,24 +12,16 @@ import argparse
 import sys
 
 from rich.console import Console
-from rich.markup import escape
 
-from sightline.config import SettingsError, load_settings
+from sightline.config import Settings
+from sightline.stage import run_stage
 from sightline.validate.detection import validate_detection_dataset
 
 REPORT_PATH = "reports/validation/detection.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sightline.pipelines.validate", description=__doc__)
-    parser.add_argument("--params", default=None, help="params.yaml (default: ./params.yaml)")
-    args = parser.parse_args(argv)
+def stage(settings: Settings, args: argparse.Namespace) -> int:
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    try:
-        settings = load_settings(args.params)
-    except SettingsError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        return 2
     data = settings.detection_data
     report = validate_detection_dataset(data, settings.project_root, list(data.splits))
     report_path = report.to_json(settings.path(REPORT_PATH))
@@ -39,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(report.summary(), style=style, markup=False, soft_wrap=True)
     console.print(f"report: {report_path}", markup=False, soft_wrap=True)
     return 0 if report.success else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(stage, __doc__, argv, per_family=False)
 
 
 if __name__ == "__main__":
