@@ -104,36 +104,58 @@ def serve(params: ParamsOption = None) -> None:
     run(_settings(params), blocking=True)
 
 
+SUMMARY_METRICS = [
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_100",
+    "untrained_map_50",
+    "inference_ms_per_image",
+]
+
+
 @app.command()
 def summary(params: ParamsOption = None) -> None:
     """Print the metrics of every evaluated family and where to look next."""
     settings = _settings(params)
-    table = Table(title="Sightline: validation metrics (COCO, bbox)")
-    columns = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"]
-    table.add_column("family")
-    for name in [*columns, "untrained_map_50", "registered"]:
-        table.add_column(name, justify="right")
-    for family in settings.detection["families"]:
-        path = settings.path("metrics") / f"{family}.json"
-        if not path.is_file():
-            table.add_row(family, *["-"] * (len(columns) + 2))
-            continue
-        metrics = json.loads(path.read_text())
-        registry = settings.path("reports/registry") / f"{family}.json"
-        reg = json.loads(registry.read_text()) if registry.is_file() else {}
-        status = f"v{reg['version']}{' champion' if reg.get('promoted') else ''}" if reg else "-"
-        table.add_row(
-            family,
-            *[f"{metrics.get(c, float('nan')):.3f}" for c in [*columns, "untrained_map_50"]],
-            status,
-        )
+    families = settings.detection["families"]
+    table = Table(title=f"Sightline: {settings.evaluate.split} metrics (COCO bbox)")
+    table.add_column("metric")
+    for family in families:
+        table.add_column(family, justify="right")
+    results = {
+        family: _read_json(settings.path("metrics") / f"{family}.json") for family in families
+    }
+    for name in SUMMARY_METRICS:
+        table.add_row(name, *[_cell(results[f].get(name)) for f in families])
+    registry = {f: _read_json(settings.path("reports/registry") / f"{f}.json") for f in families}
+    table.add_row(
+        "registered",
+        *[
+            f"v{r['version']}{' (champion)' if r.get('promoted') else ''}" if r else "-"
+            for r in registry.values()
+        ],
+    )
     console.print(table)
     console.print(
-        "\nCompare runs:   [bold].venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db[/]"
-        "  (then open http://127.0.0.1:5000)\n"
-        "Serve models:   [bold].venv/bin/sightline serve[/]  (then POST an image to "
-        f"http://{settings.serve.host}:{settings.serve.port}/v1/detect)"
+        "\nCompare runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+        "  -> http://127.0.0.1:5000\n"
+        "Serve models:  .venv/bin/sightline serve"
+        f"  -> POST an image to http://{settings.serve.host}:{settings.serve.port}/v1/detect",
+        soft_wrap=True,
+        highlight=False,
     )
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":
