@@ -15,6 +15,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.targets import check_rcnn_inputs
 
 
 def build(
@@ -55,5 +56,8 @@ def build(
         box_batch_size_per_image=box_batch_size_per_image,
         box_detections_per_img=box_detections_per_img,
     )
+    # Mask/keypoint variants attach their branch to this model; the hook reads the heads at
+    # call time, so it checks masks and keypoints for them too.
+    model.register_forward_pre_hook(check_rcnn_inputs, with_kwargs=True)
     load_local_weights(model, weights)
     return model

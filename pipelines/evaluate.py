@@ -14,7 +14,7 @@ from rich.console import Console
 
 from sightline.artifacts import load_trained, metrics_path, model_dir, write_json
 from sightline.config import Settings
-from sightline.data.detection import DetectionSplit
+from sightline.data.detection import load_task_split
 from sightline.evaluate.detection import evaluate_detector
 from sightline.models import build_model
 from sightline.stage import run_stage
@@ -25,14 +25,15 @@ console = Console(stderr=True)
 
 def stage(settings: Settings, args: argparse.Namespace) -> int:
     model, record = load_trained(model_dir(settings, args.family))
-    split = DetectionSplit.load(
-        settings.detection_data, settings.evaluate.split, settings.project_root
+    split = load_task_split(
+        settings.detection_data, settings.evaluate.split, settings.project_root, record.task
     )
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     trained = evaluate_detector(
         model,
         split,
+        task=record.task,
         split_name=settings.evaluate.split,
         grid_images=settings.evaluate.grid_images,
         grid_score_threshold=settings.evaluate.grid_score_threshold,
@@ -40,7 +41,7 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
     # The same architecture, untrained (same seed): what "learning" is measured against.
     torch.manual_seed(settings.seed)
     untrained_model = build_model(record.family, record.num_classes, **record.model_params).eval()
-    untrained = evaluate_detector(untrained_model, split, with_figures=False)
+    untrained = evaluate_detector(untrained_model, split, task=record.task, with_figures=False)
     metrics = {
         **trained.metrics,
         "untrained_map": untrained.metrics["map"],

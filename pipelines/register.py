@@ -38,6 +38,7 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
         family=args.family,
         metrics={k: metrics[k] for k in SUMMARY_NAMES if k in metrics},
         tags={**record.tags, "run_id": record.run_id},
+        eval_scope=f"{settings.evaluate.split}:{','.join(record.class_names)}",
     )
     with resume_run(record.run_id):
         mlflow.set_tags(

@@ -12,13 +12,13 @@ from rich.console import Console
 
 from sightline.artifacts import ModelRecord, model_dir, save_trained
 from sightline.config import Settings
-from sightline.data.detection import DetectionSplit
+from sightline.data.detection import load_task_split
 from sightline.models.registry import family as lookup_family
 from sightline.stage import run_stage
 from sightline.track.lineage import dvc_data_hash, git_commit
 from sightline.track.registry import log_model
 from sightline.track.runs import local_artifact_root, resume_run, start_training_run, use_tracking
-from sightline.train.job import TrainJob
+from sightline.train.job import job_for
 from sightline.train.launcher import fit
 
 console = Console(stderr=True)
@@ -36,15 +36,14 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
 
 def train_family(settings: Settings, family_name: str) -> ModelRecord:
     fam = lookup_family(family_name)
-    split = DetectionSplit.load(settings.detection_data, "train", settings.project_root)
-    model_params = settings.model_params(family_name)
+    split = load_task_split(settings.detection_data, "train", settings.project_root, fam.task)
     use_tracking(settings.tracking_uri)
     tags = lineage_tags(settings)
     run_id = start_training_run(
         family_name,
         params={
             "family": family_name,
-            "model": model_params,
+            "model": settings.model_params(family_name),
             "train": settings.train.model_dump(mode="json"),
             "data": settings.detection_data.model_dump(mode="json"),
             "seed": settings.seed,
@@ -53,18 +52,12 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
         artifact_root=local_artifact_root(settings.tracking_uri, settings.path("mlartifacts")),
     )
     console.print(f"[bold]{family_name}[/]: MLflow run {run_id}; training on Ray ...")
-    job = TrainJob(
+    job = job_for(
+        settings,
         family=family_name,
         task=fam.task,
-        num_classes=len(split.class_names) + 1,
-        model_params=model_params,
-        data=settings.detection_data,
-        project_root=str(settings.project_root),
-        train=settings.train,
-        seed=settings.seed,
+        num_classes=split.num_classes + 1,
         run_id=run_id,
-        tracking_uri=settings.tracking_uri,
-        marker_dir=str(settings.path("artifacts/ray_results") / f"markers-{run_id}"),
     )
     outcome = fit(job, ray_address=settings.ray_address)
     metadata = {
@@ -78,7 +71,7 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
         family=family_name,
         task=fam.task,
         num_classes=job.num_classes,
-        model_params=model_params,
+        model_params=job.model_params,
         class_names=split.class_names,
         category_ids=split.category_ids,
         run_id=run_id,

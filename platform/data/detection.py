@@ -288,3 +288,36 @@ def _rgb_float_array(image: Image.Image) -> np.ndarray:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns when P with transparency goes straight to RGB
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def keypoint_categories_only(source: SplitSource) -> SplitSource:
+    """The categories that define keypoints, and their annotations only.
+
+    Keypoint R-CNN learns the pose of one kind of object; trained on everything, its keypoint
+    head would be asked for poses of circles. Image records are all kept (negatives).
+    """
+    categories = [c for c in source.coco["categories"] if c.get("keypoints")]
+    if not categories:
+        raise DatasetError.at(source.origin, "no category defines keypoints", field="categories")
+    kept = {c["id"] for c in categories}
+    coco = {
+        **source.coco,
+        "categories": categories,
+        "annotations": [a for a in source.coco["annotations"] if a["category_id"] in kept],
+    }
+    return SplitSource(coco=coco, image_dir=source.image_dir, origin=source.origin)
+
+
+def load_task_split(
+    cfg: DetectionData, split: str, project_root: Path, task: str
+) -> DetectionSplit:
+    """The split a family of `task` trains and is evaluated on (see keypoint_categories_only)."""
+    source = load_split_source(cfg, split, project_root)
+    if task == "keypoints":
+        source = keypoint_categories_only(source)
+    return DetectionSplit(source)
+
+
+def task_dataset(split: DetectionSplit, task: str) -> DetectionDataset:
+    """Targets with the fields a task's models need: masks to segment, keypoints for pose."""
+    return DetectionDataset(split, with_masks=task == "segment", with_keypoints=task == "keypoints")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
@@ -28,8 +29,25 @@ SUMMARY_NAMES = [
     "mar_medium",
     "mar_large",
 ]
-# Metric prefix per pycocotools iouType (bbox keeps the bare names).
-PREFIX = {"bbox": "", "segm": "mask_", "keypoints": "kp_"}
+# COCOeval.stats for keypoints: no "small" area range, and recall at IoU 0.5 / 0.75 instead.
+KEYPOINT_SUMMARY_NAMES = [
+    "map",
+    "map_50",
+    "map_75",
+    "map_medium",
+    "map_large",
+    "mar",
+    "mar_50",
+    "mar_75",
+    "mar_medium",
+    "mar_large",
+]
+# Metric names per pycocotools iouType (bbox keeps the bare names).
+METRIC_NAMES = {
+    "bbox": SUMMARY_NAMES,
+    "segm": [f"mask_{n}" for n in SUMMARY_NAMES],
+    "keypoints": [f"kp_{n}" for n in KEYPOINT_SUMMARY_NAMES],
+}
 
 
 def box_xyxy_to_xywh(boxes: torch.Tensor) -> list[list[float]]:
@@ -38,35 +56,65 @@ def box_xyxy_to_xywh(boxes: torch.Tensor) -> list[list[float]]:
     return xywh.tolist()
 
 
+# What each task is scored on (pycocotools iouTypes).
+IOU_TYPES: dict[str, tuple[str, ...]] = {
+    "detect": ("bbox",),
+    "segment": ("bbox", "segm"),
+    "keypoints": ("bbox", "keypoints"),
+}
+MASK_THRESHOLD = 0.5
+# pycocotools' OKS sigmas are COCO's 17 person keypoints; other skeletons get this one falloff
+# (about the mean of COCO's), so OKS stays comparable in spirit.
+DEFAULT_KEYPOINT_SIGMA = 0.07
+
+
+def coco_records(
+    image_id: int, output: dict[str, torch.Tensor], label_to_category_id: Callable[[int], int]
+) -> dict[str, list[dict[str, Any]]]:
+    """One image's detections as COCO result records, per iouType the output supports."""
+    categories = [label_to_category_id(int(label)) for label in output["labels"].tolist()]
+    scores = [round(float(score), 5) for score in output["scores"].tolist()]
+    base = [
+        {"image_id": int(image_id), "category_id": cid, "score": score}
+        for cid, score in zip(categories, scores, strict=True)
+    ]
+    records = {
+        "bbox": [
+            {**rec, "bbox": [round(v, 2) for v in box]}
+            for rec, box in zip(base, box_xyxy_to_xywh(output["boxes"]), strict=True)
+        ]
+    }
+    if "masks" in output:
+        binary = (output["masks"][:, 0] > MASK_THRESHOLD).to(torch.uint8).numpy()
+        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0))) if len(base) else []
+        records["segm"] = [
+            {**rec, "segmentation": rle} for rec, rle in zip(base, rles, strict=True)
+        ]
+    if "keypoints" in output:
+        records["keypoints"] = [
+            {**rec, "keypoints": [round(float(v), 2) for v in points.flatten().tolist()]}
+            for rec, points in zip(base, output["keypoints"], strict=True)
+        ]
+    return records
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
     images: Iterable[tuple[int, torch.Tensor]],
     label_to_category_id: Callable[[int], int],
     batch_size: int = 4,
-) -> list[dict[str, Any]]:
-    """Run a detector over (image_id, CHW tensor) pairs; returns COCO result records (bbox)."""
+) -> dict[str, list[dict[str, Any]]]:
+    """Run a detector over (image_id, CHW tensor) pairs; COCO result records per iouType."""
     model.eval()
-    results: list[dict[str, Any]] = []
+    results: dict[str, list[dict[str, Any]]] = {}
     batch: list[tuple[int, torch.Tensor]] = []
 
     def flush() -> None:
         outputs = model([img for _, img in batch])
         for (image_id, _), out in zip(batch, outputs, strict=True):
-            for box, label, score in zip(
-                box_xyxy_to_xywh(out["boxes"]),
-                out["labels"].tolist(),
-                out["scores"].tolist(),
-                strict=True,
-            ):
-                results.append(
-                    {
-                        "image_id": int(image_id),
-                        "category_id": label_to_category_id(int(label)),
-                        "bbox": [round(v, 2) for v in box],
-                        "score": round(float(score), 5),
-                    }
-                )
+            for iou_type, records in coco_records(image_id, out, label_to_category_id).items():
+                results.setdefault(iou_type, []).extend(records)
         batch.clear()
 
     for item in images:
@@ -89,12 +137,14 @@ def evaluate(
     pycocotools marks "no ground truth in this area range" with -1; those stay -1 so that a
     reader can tell "absent" from "zero".
     """
-    names = [PREFIX[iou_type] + n for n in SUMMARY_NAMES]
+    names = METRIC_NAMES[iou_type]
     if not results:
         return dict.fromkeys(names, 0.0), None
     with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its table; we return it
         coco_dt = coco_gt.loadRes(list(results))
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        if iou_type == "keypoints":
+            _use_dataset_keypoint_sigmas(evaluator, coco_gt)
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
         evaluator.evaluate()
@@ -102,6 +152,12 @@ def evaluate(
         evaluator.summarize()
     stats = np.asarray(evaluator.stats, dtype=float)
     return {n: round(float(v), 6) for n, v in zip(names, stats, strict=True)}, evaluator
+
+
+def _use_dataset_keypoint_sigmas(evaluator: COCOeval, coco_gt: COCO) -> None:
+    count = max((len(c.get("keypoints", [])) for c in coco_gt.cats.values()), default=0)
+    if count and count != len(evaluator.params.kpt_oks_sigmas):
+        evaluator.params.kpt_oks_sigmas = np.full(count, DEFAULT_KEYPOINT_SIGMA)
 
 
 def precision_recall_curves(evaluator: COCOeval) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -10,8 +10,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from sightline.data.detection import DetectionDataset, DetectionSplit
-from sightline.evaluate.coco import evaluate, precision_recall_curves, predict
+from sightline.data.detection import DetectionDataset, DetectionSplit, task_dataset
+from sightline.evaluate.coco import IOU_TYPES, evaluate, precision_recall_curves, predict
 from sightline.evaluate.plots import detection_grid_figure, precision_recall_figure
 
 
@@ -31,16 +31,24 @@ def evaluate_detector(
     model: nn.Module,
     split: DetectionSplit,
     *,
+    task: str = "detect",
     split_name: str = "val",
     grid_images: int = 8,
     grid_score_threshold: float = 0.5,
     with_figures: bool = True,
 ) -> DetectionEvaluation:
-    dataset = DetectionDataset(split)
+    dataset = task_dataset(split, task)
     started = time.perf_counter()
     results = predict(model, _image_stream(dataset), split.label_to_category_id)
     elapsed = time.perf_counter() - started
-    metrics, evaluator = evaluate(split.coco, results, image_ids=split.image_ids)
+    metrics: dict[str, float] = {}
+    evaluator = None
+    for iou_type in IOU_TYPES[task]:
+        scores, type_evaluator = evaluate(
+            split.coco, results.get(iou_type, []), iou_type, image_ids=split.image_ids
+        )
+        metrics.update(scores)
+        evaluator = type_evaluator if iou_type == "bbox" else evaluator
     metrics["inference_ms_per_image"] = round(1000 * elapsed / max(1, len(dataset)), 3)
     figures: dict[str, Figure] = {}
     if with_figures:

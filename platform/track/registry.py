@@ -35,12 +35,18 @@ class Promotion:
     previous_version: str | None
     previous_value: float | None
     promoted: bool
+    comparable: bool = True
 
     def describe(self) -> str:
         if self.previous_version is None:
             return (
                 f"{self.registered_model} v{self.version} is the first champion "
                 f"({self.metric}={self.value:.4f})"
+            )
+        if not self.comparable:
+            return (
+                f"{self.registered_model} v{self.version} was scored on other data or classes "
+                f"than champion v{self.previous_version}; registered, not compared"
             )
         verdict = "becomes champion" if self.promoted else "does not beat the champion"
         return (
@@ -82,9 +88,20 @@ def champion_version(client: MlflowClient, name: str) -> Any | None:
 
 
 def register(
-    model_uri: str, *, group: str, family: str, metrics: dict[str, float], tags: dict[str, str]
+    model_uri: str,
+    *,
+    group: str,
+    family: str,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    eval_scope: str = "",
 ) -> Promotion:
-    """Register a new version and move `champion` to it only if it is strictly better."""
+    """Register a new version and move `champion` to it only if it is strictly better.
+
+    `eval_scope` names what the metrics were measured on (split and classes): a version scored
+    on other data or classes (e.g. a pose model scored on persons only) is registered but never
+    compared with, nor promoted over, the champion.
+    """
     name = REGISTERED_MODEL[group]
     metric = PRIMARY_METRIC[group]
     if metric not in metrics:
@@ -92,13 +109,15 @@ def register(
     client = MlflowClient()
     version_tags = {
         "family": family,
+        "eval_scope": eval_scope,
         **tags,
         **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
     }
     version = mlflow.register_model(model_uri, name, tags=version_tags)
     current = champion_version(client, name)
     previous_value = float(current.tags[f"metric.{metric}"]) if current is not None else None
-    promoted = previous_value is None or metrics[metric] > previous_value
+    comparable = current is None or current.tags.get("eval_scope", "") == eval_scope
+    promoted = previous_value is None or (comparable and metrics[metric] > previous_value)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     return Promotion(
@@ -109,6 +128,7 @@ def register(
         previous_version=str(current.version) if current is not None else None,
         previous_value=previous_value,
         promoted=promoted,
+        comparable=comparable,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sightline.config import DetectionData, Train
+from sightline.config import DetectionData, Settings, Train
 
 
 class TrainJob(BaseModel):
@@ -22,3 +22,22 @@ class TrainJob(BaseModel):
     tracking_uri: str
     # Where the failure-injection marker lives (shared by all attempts of this job).
     marker_dir: str
+
+
+def job_for(
+    settings: Settings, *, family: str, task: str, num_classes: int, run_id: str
+) -> TrainJob:
+    """The job a family trains as, from params.yaml (its `models.<family>` block, `train`)."""
+    return TrainJob(
+        family=family,
+        task=task,
+        num_classes=num_classes,
+        model_params=settings.model_params(family),
+        data=settings.detection_data,
+        project_root=str(settings.project_root),
+        train=settings.train,
+        seed=settings.seed,
+        run_id=run_id,
+        tracking_uri=settings.tracking_uri,
+        marker_dir=str(settings.path("artifacts/ray_results") / f"markers-{run_id}"),
+    )

@@ -25,12 +25,10 @@ class TaskAdapter:
 
 
 def _detection_dataset(job: TrainJob) -> Dataset:
-    from sightline.data.detection import DetectionDataset, DetectionSplit
+    from sightline.data.detection import load_task_split, task_dataset
 
-    split = DetectionSplit.load(job.data, "train", Path(job.project_root))
-    return DetectionDataset(
-        split, with_masks=job.task == "segment", with_keypoints=job.task == "keypoints"
-    )
+    split = load_task_split(job.data, "train", Path(job.project_root), job.task)
+    return task_dataset(split, job.task)
 
 
 def _detection_collate(batch: list[Any]) -> Batch:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from sightline.config import load_settings
 from sightline.data.synth.detection import generate
 from sightline.track.runs import start_training_run
-from sightline.train.job import TrainJob
+from sightline.train.job import job_for
 from sightline.train.launcher import fit
 from tests.integration.tiny import tiny_params, write_params
 
@@ -31,22 +30,10 @@ def test_worker_crash_resumes_from_checkpoint_in_the_same_run(
 ) -> None:
     settings = tiny_project
     run_id = start_training_run("faster_rcnn", params={"family": "faster_rcnn"}, tags={})
-    job = TrainJob(
-        family="faster_rcnn",
-        task="detect",
-        num_classes=6,
-        model_params=settings.model_params("faster_rcnn"),
-        data=settings.detection_data,
-        project_root=str(settings.project_root),
-        train=settings.train,
-        seed=settings.seed,
-        run_id=run_id,
-        tracking_uri=mlflow.get_tracking_uri(),
-        marker_dir=str(settings.path("markers")),
-    )
+    job = job_for(settings, family="faster_rcnn", task="detect", num_classes=6, run_id=run_id)
     outcome = fit(job, ray_address=ray_cluster)
 
-    assert (settings.path("markers") / "failure_injected").exists(), "the failure was not injected"
+    assert (Path(job.marker_dir) / "failure_injected").exists(), "the failure was not injected"
     assert outcome.metrics["epoch"] == 2
     client = MlflowClient()
     run = client.get_run(run_id)

@@ -24,12 +24,28 @@ TINY_MODEL = {
 }
 
 
+# Every 2-D family at a size that trains an epoch in seconds (the contract is what is tested).
+TINY_FAMILIES: dict[str, dict[str, Any]] = {
+    "faster_rcnn": TINY_MODEL,
+    "mask_rcnn": {**TINY_MODEL, "mask_layers": [8, 8], "mask_dim_reduced": 8},
+    "keypoint_rcnn": {**TINY_MODEL, "keypoint_layers": [8, 8]},
+    "sliding_window": {
+        "image_size": 64,
+        "crop_size": 16,
+        "width": 8,
+        "hidden": 16,
+        "window_sizes": [16, 32],
+        "stride_fraction": 0.5,
+    },
+}
+
+
 def tiny_params(**train_overrides: Any) -> dict[str, Any]:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["synth"]["detection"] = {"seed": 3, "image_size": 64, "train": 12, "val": 6, "test": 4}
     params["train"].update({"epochs": 2, "batch_size": 3, "warmup_iters": 2, **train_overrides})
     params["evaluate"]["grid_images"] = 2
-    params["models"] = {"faster_rcnn": dict(TINY_MODEL)}
+    params["models"] = {family: dict(values) for family, values in TINY_FAMILIES.items()}
     params["profiles"] = {}
     return params
 

@@ -75,3 +75,27 @@ def test_local_weights_are_loaded(tmp_path) -> None:
     loaded = build_model("faster_rcnn", num_classes=3, weights=str(path), **TINY)
     for a, b in zip(source.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([0])},
+            r"targets\[0\]\['labels'\]",
+        ),
+        (
+            {"boxes": torch.tensor([[4.0, 6.0, 4.0, 40.0]]), "labels": torch.tensor([1])},
+            "no width or height",
+        ),
+        (
+            {"boxes": torch.tensor([4.0, 6.0, 30.0, 40.0]), "labels": torch.tensor([1])},
+            r"shape \(N, 4\)",
+        ),
+        ({"labels": torch.tensor([1])}, r"targets\[0\]\['boxes'\] is missing"),
+    ],
+)
+def test_bad_targets_name_the_field(target: dict, message: str) -> None:
+    model = build_model("faster_rcnn", num_classes=3, **TINY).train()
+    with pytest.raises(ValueError, match=message):
+        model([torch.rand(3, 64, 64)], [target])

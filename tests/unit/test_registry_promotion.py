@@ -75,3 +75,27 @@ def test_registering_without_the_primary_metric_is_refused(mlflow_store: str) ->
             tags={},
         )
     assert MlflowClient().search_registered_models() == []
+
+
+def test_a_version_scored_on_other_classes_never_takes_the_champion(mlflow_store: str) -> None:
+    register(
+        _log("faster_rcnn"),
+        group="detection",
+        family="faster_rcnn",
+        metrics={"map": 0.3},
+        tags={},
+        eval_scope="val:circle,person",
+    )
+    pose = register(
+        _log("keypoint_rcnn"),
+        group="detection",
+        family="keypoint_rcnn",
+        metrics={"map": 0.9},
+        tags={},
+        eval_scope="val:person",
+    )
+    assert not pose.promoted and not pose.comparable and "not compared" in pose.describe()
+    assert (
+        str(MlflowClient().get_model_version_by_alias("sightline-detector", CHAMPION).version)
+        == "1"
+    )
