@@ -10,15 +10,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import mlflow
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from pycocotools import mask as mask_utils
 from ray import serve
 from torch import nn
 
+from sightline.evaluate.coco import MASK_THRESHOLD
 from sightline.models.registry import FAMILIES
 from sightline.serve.schemas import Catalog, Detection, ModelCard
 from sightline.track.registry import REGISTERED_MODEL, LoadedModel, champion_version, load_version
@@ -84,20 +88,47 @@ def detect_objects(
     # The model maps boxes back to the input size; clamp away float overshoot at the border.
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    count = len(boxes)
+    keypoints = _keypoints(output, keep, scale) if "keypoints" in output else [None] * count
+    masks = _masks_rle(output, keep, (height, width)) if "masks" in output else [None] * count
     return [
         Detection(
             box=[round(float(v), 2) for v in box],
             label=label_name(int(label), class_names),
             label_id=int(label),
             score=round(float(score), 4),
+            keypoints=points,
+            mask=mask,
         )
-        for box, label, score in zip(
+        for box, label, score, points, mask in zip(
             boxes.tolist(),
             output["labels"][keep].tolist(),
             output["scores"][keep].tolist(),
+            keypoints,
+            masks,
             strict=True,
         )
     ]
+
+
+def _keypoints(output: dict[str, torch.Tensor], keep: torch.Tensor, scale: float) -> list:
+    points = output["keypoints"][keep].clone()
+    points[..., :2] *= scale
+    return [[[round(float(v), 2) for v in point] for point in person] for person in points.tolist()]
+
+
+def _masks_rle(
+    output: dict[str, torch.Tensor], keep: torch.Tensor, size: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """Masks (probabilities at the inference size) -> binary COCO RLE at the upload's size."""
+    probabilities = output["masks"][keep]
+    if not len(probabilities):
+        return []
+    if tuple(probabilities.shape[-2:]) != size:
+        probabilities = F.interpolate(probabilities, size=size, mode="bilinear")
+    binary = (probabilities[:, 0] > MASK_THRESHOLD).to(torch.uint8).numpy()
+    rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
 def label_name(label_id: int, class_names: list[str]) -> str:

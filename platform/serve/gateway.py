@@ -101,6 +101,7 @@ def create_api(config: ApiConfig, detector: DeploymentHandle) -> FastAPI:
     @api.post(
         "/v1/detect",
         response_model=DetectResponse,
+        response_model_exclude_none=True,  # masks/keypoints only for the families that have them
         responses=ERROR_RESPONSES,
         openapi_extra=DETECT_REQUEST_BODY,
     )

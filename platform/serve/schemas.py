@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from sightline.serve.errors import NotFound, ServiceUnavailable
@@ -65,6 +67,13 @@ class Detection(BaseModel):
     label: str
     label_id: int
     score: float
+    keypoints: list[list[float]] | None = Field(
+        default=None, description="pose models: [x, y, visibility] per keypoint, image pixels"
+    )
+    mask: dict[str, Any] | None = Field(
+        default=None,
+        description="segmentation models: the mask as COCO RLE {size: [height, width], counts}",
+    )
 
 
 class DetectResponse(BaseModel):
