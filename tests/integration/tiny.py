@@ -8,27 +8,13 @@ from typing import Any
 import yaml
 
 from tests.conftest import REPO_ROOT
-
-TINY_MODEL = {
-    "image_size": 64,
-    "width": 8,
-    "stages": 3,
-    "anchor_sizes": [16, 32, 64],
-    "aspect_ratios": [0.5, 1.0, 2.0],
-    "representation_size": 32,
-    "rpn_pre_nms_top_n_train": 100,
-    "rpn_post_nms_top_n_train": 50,
-    "rpn_pre_nms_top_n_test": 100,
-    "rpn_post_nms_top_n_test": 50,
-    "box_batch_size_per_image": 32,
-}
-
+from tests.detection_contract import TINY_RCNN
 
 # Every 2-D family at a size that trains an epoch in seconds (the contract is what is tested).
 TINY_FAMILIES: dict[str, dict[str, Any]] = {
-    "faster_rcnn": TINY_MODEL,
-    "mask_rcnn": {**TINY_MODEL, "mask_layers": [8, 8], "mask_dim_reduced": 8},
-    "keypoint_rcnn": {**TINY_MODEL, "keypoint_layers": [8, 8]},
+    "faster_rcnn": TINY_RCNN,
+    "mask_rcnn": {**TINY_RCNN, "mask_layers": [8, 8], "mask_dim_reduced": 8},
+    "keypoint_rcnn": {**TINY_RCNN, "keypoint_layers": [8, 8]},
     "sliding_window": {
         "image_size": 64,
         "crop_size": 16,

@@ -45,3 +45,14 @@ def synth_detection_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth_detection")
     generate(root, TINY_SYNTH)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Small convolutions on a shared 2-core machine run many times slower with 2 OpenMP threads.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from sightline.models import FAMILIES, build_model, family
+from tests.detection_contract import TINY_RCNN, sgd_steps, total_loss
 
-TINY = {
-    "image_size": 64,
-    "width": 8,
-    "stages": 3,
-    "representation_size": 32,
-    "rpn_pre_nms_top_n_train": 100,
-    "rpn_post_nms_top_n_train": 50,
-    "rpn_pre_nms_top_n_test": 100,
-    "rpn_post_nms_top_n_test": 50,
-    "box_batch_size_per_image": 32,
-}
+TINY = TINY_RCNN
 
 
 def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -40,15 +31,10 @@ def test_train_mode_returns_the_four_named_losses_and_a_step_lowers_them() -> No
     torch.manual_seed(0)
     model = build_model("faster_rcnn", num_classes=3, **TINY).train()
     images, targets = _batch()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     first = model(images, targets)
     assert set(first) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
-    for _ in range(15):
-        loss = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert sum(model(images, targets).values()).item() < sum(first.values()).item()
+    sgd_steps(model, images, targets, steps=15)
+    assert total_loss(model, images, targets).item() < sum(first.values()).item()
 
 
 def test_eval_mode_returns_boxes_in_input_pixels() -> None:

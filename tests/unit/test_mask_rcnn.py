@@ -6,29 +6,9 @@ import pytest
 import torch
 
 from sightline.models.mask_rcnn import build
+from tests.detection_contract import TINY_RCNN, sgd_steps, total_loss
 
-TINY = {
-    "image_size": 64,
-    "width": 8,
-    "stages": 3,
-    "representation_size": 32,
-    "rpn_pre_nms_top_n_train": 100,
-    "rpn_post_nms_top_n_train": 50,
-    "rpn_pre_nms_top_n_test": 100,
-    "rpn_post_nms_top_n_test": 50,
-    "box_batch_size_per_image": 32,
-    "mask_layers": (8, 8),
-    "mask_dim_reduced": 8,
-}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convolutions on a shared 2-core machine run many times slower with 2 OpenMP threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TINY = {**TINY_RCNN, "mask_layers": (8, 8), "mask_dim_reduced": 8}
 
 
 LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_mask"}
@@ -66,15 +46,10 @@ def test_train_mode_returns_five_named_losses_and_sgd_lowers_them() -> None:
     torch.manual_seed(0)
     model = build(num_classes=3, **TINY).train()
     images, targets = _batch(_object(64, 64, (4, 6, 30, 40), 1), _empty(64, 48))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     first = model(images, targets)
     assert set(first) == LOSSES
-    for _ in range(20):
-        loss = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert sum(model(images, targets).values()).item() < sum(first.values()).item()
+    sgd_steps(model, images, targets, steps=20)
+    assert total_loss(model, images, targets).item() < sum(first.values()).item()
 
 
 def test_images_without_objects_train_with_a_zero_mask_loss() -> None:

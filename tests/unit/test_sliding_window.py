@@ -7,6 +7,7 @@ import torch
 from torchvision.ops import box_iou
 
 from sightline.models.sliding_window import WindowGrid, build
+from tests.detection_contract import sgd_steps
 
 TINY = {
     "width": 8,
@@ -15,15 +16,6 @@ TINY = {
     "aspect_ratios": (0.5, 1.0, 2.0),
     "stride_fraction": 0.5,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convolutions on a shared 2-core machine run many times slower with 2 OpenMP threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _scene(height: int, width: int, box: tuple[int, int, int, int], label: int) -> dict:
@@ -44,15 +36,6 @@ def _batch(*samples: dict) -> tuple[list[torch.Tensor], list[dict[str, torch.Ten
     return [s["image"] for s in samples], [s["target"] for s in samples]
 
 
-def _train(model, images, targets, steps: int) -> None:
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(steps):
-        loss = model(images, targets)["loss_classifier"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
 def _loss_on_fixed_crops(model, images, targets) -> float:
     torch.manual_seed(123)  # train mode samples its crops: the same seed, the same crops
     return model(images, targets)["loss_classifier"].item()
@@ -65,7 +48,7 @@ def test_train_mode_returns_the_classifier_loss_and_sgd_lowers_it() -> None:
     first = model(images, targets)
     assert set(first) == {"loss_classifier"}
     before = _loss_on_fixed_crops(model, images, targets)
-    _train(model, images, targets, steps=20)
+    sgd_steps(model, images, targets, steps=20, lr=0.05)
     assert _loss_on_fixed_crops(model, images, targets) < 0.7 * before
 
 
@@ -99,7 +82,7 @@ def test_a_trained_classifier_finds_the_object_and_rejects_the_background() -> N
     torch.manual_seed(0)
     model = build(num_classes=3, **{**TINY, "stride_fraction": 0.25}).train()
     scene = _scene(128, 128, (40, 40, 72, 72), 2)
-    _train(model, *_batch(scene, _empty(128, 128)), steps=80)
+    sgd_steps(model, *_batch(scene, _empty(128, 128)), steps=80, lr=0.05)
     with torch.no_grad():
         (out,) = model.eval()([scene["image"]])
     overlap = box_iou(out["boxes"], scene["target"]["boxes"])[:, 0]

@@ -1,0 +1,34 @@
+"""Shared pieces of the detection-contract tests: tiny model sizes and a few SGD steps."""
+
+from __future__ import annotations
+
+import torch
+
+# Faster R-CNN knobs small enough for an SGD step in milliseconds; the R-CNN variants add theirs.
+TINY_RCNN = {
+    "image_size": 64,
+    "width": 8,
+    "stages": 3,
+    "anchor_sizes": [16, 32, 64],
+    "aspect_ratios": [0.5, 1.0, 2.0],
+    "representation_size": 32,
+    "rpn_pre_nms_top_n_train": 100,
+    "rpn_post_nms_top_n_train": 50,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "box_batch_size_per_image": 32,
+}
+
+
+def total_loss(model: torch.nn.Module, images, targets) -> torch.Tensor:
+    return sum(model(images, targets).values())
+
+
+def sgd_steps(model: torch.nn.Module, images, targets, steps: int, lr: float = 0.01) -> None:
+    """Train on one fixed batch (the loss-dict contract: sum the named losses)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for _ in range(steps):
+        loss = total_loss(model, images, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
