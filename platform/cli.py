@@ -97,6 +97,22 @@ def register(family: str, params: ParamsOption = None) -> None:
 
 
 @app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="which benchmark: detectors")],
+    params: ParamsOption = None,
+) -> None:
+    """Run a benchmark from bench/ (results in docs/benchmarks/<name>.md and MLflow)."""
+    settings = _settings(params)
+    script = settings.path("bench") / f"{name}.py"
+    if not script.is_file():
+        known = sorted(p.stem for p in script.parent.glob("*.py"))
+        console.print(f"[red]error:[/] no benchmark {name!r}; have {known}")
+        raise typer.Exit(2)
+    command = [sys.executable, str(script)] + (["--params", str(params)] if params else [])
+    raise typer.Exit(subprocess.run(command, check=False).returncode)
+
+
+@app.command()
 def serve(params: ParamsOption = None) -> None:
     """Start the Ray Serve app (HTTP) with the registered champions."""
     from sightline.serve.app import run

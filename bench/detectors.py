@@ -1,0 +1,205 @@
+"""Benchmark: every trained 2-D family on the same test split, in one process, and the seed's
+claims checked on our own numbers. Writes docs/benchmarks/detectors.md and an MLflow run.
+
+    python bench/detectors.py [--params params.yaml] [--split test]
+    sightline bench detectors
+
+Timings are taken in this one run with the same thread count for every family, so the ratios
+between families are what to read; absolute milliseconds depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+
+from sightline.artifacts import load_trained, model_dir
+from sightline.config import Settings, load_settings
+from sightline.data.detection import load_task_split
+from sightline.evaluate.detection import evaluate_detector
+from sightline.models import FAMILIES
+from sightline.track.runs import experiment_id, local_artifact_root, use_tracking
+
+REPORT = "docs/benchmarks/detectors.md"
+COLUMNS = ["map", "map_50", "map_small", "train_images_per_s", "inference_ms_per_image"]
+
+
+@dataclass
+class Row:
+    family: str
+    task: str
+    metrics: dict[str, float]
+    parameters: int
+    proposals_per_image: float | None
+    notes: list[str] = field(default_factory=list)
+
+
+def train_throughput(run_id: str) -> float:
+    history = MlflowClient().get_metric_history(run_id, "train_images_per_s")
+    return statistics.fmean(m.value for m in history) if history else float("nan")
+
+
+def proposals_per_image(model: torch.nn.Module) -> float | None:
+    """RPN top-N at test time for the R-CNN family; None where a family has no proposals."""
+    rpn = getattr(model, "rpn", None)
+    if rpn is not None:
+        return float(rpn._post_nms_top_n["testing"])
+    return None
+
+
+def measure(settings: Settings, family: str, split_name: str) -> Row | None:
+    directory = model_dir(settings, family)
+    if not (directory / "model.json").is_file():
+        return None
+    model, record = load_trained(directory)
+    split = load_task_split(settings.detection_data, split_name, settings.project_root, record.task)
+    evaluation = evaluate_detector(model, split, task=record.task, with_figures=False)
+    metrics = {**evaluation.metrics, "train_images_per_s": train_throughput(record.run_id)}
+    notes = ["scored on its keypoint class only"] if record.task == "keypoints" else []
+    return Row(
+        family=family,
+        task=record.task,
+        metrics=metrics,
+        parameters=sum(p.numel() for p in model.parameters()),
+        proposals_per_image=proposals_per_image(model),
+        notes=notes,
+    )
+
+
+def claims(rows: dict[str, Row]) -> list[tuple[str, str]]:
+    """The seed's claims judged on the numbers above ('not measured' if a family is missing)."""
+
+    def ms(family: str) -> float:
+        return rows[family].metrics["inference_ms_per_image"]
+
+    def box_map(family: str) -> float:
+        return rows[family].metrics["map"]
+
+    def judged(needed: list[str], holds, detail) -> str:
+        missing = [f for f in needed if f not in rows]
+        if missing:
+            return f"not measured ({', '.join(missing)} not trained)"
+        return f"{'holds' if holds() else 'DOES NOT HOLD'}: {detail()}"
+
+    detection = [f for f, r in rows.items() if r.task != "keypoints"]
+    return [
+        (
+            "Fast R-CNN tests at least 10x faster than R-CNN on the same proposals",
+            judged(
+                ["rcnn", "fast_rcnn"],
+                lambda: ms("rcnn") >= 10 * ms("fast_rcnn"),
+                lambda: f"R-CNN / Fast R-CNN = {ms('rcnn') / ms('fast_rcnn'):.1f}x",
+            ),
+        ),
+        (
+            "Faster R-CNN is faster than Fast R-CNN with selective search, at no worse map",
+            judged(
+                ["faster_rcnn", "fast_rcnn"],
+                lambda: (
+                    ms("faster_rcnn") < ms("fast_rcnn")
+                    and box_map("faster_rcnn") >= box_map("fast_rcnn")
+                ),
+                lambda: (
+                    f"{ms('fast_rcnn') / ms('faster_rcnn'):.1f}x faster; map "
+                    f"{box_map('faster_rcnn'):.3f} vs {box_map('fast_rcnn'):.3f}"
+                ),
+            ),
+        ),
+        (
+            "YOLO is faster than Faster R-CNN",
+            judged(
+                ["yolo", "faster_rcnn"],
+                lambda: ms("yolo") < ms("faster_rcnn"),
+                lambda: f"Faster R-CNN / YOLO = {ms('faster_rcnn') / ms('yolo'):.1f}x",
+            ),
+        ),
+        (
+            "Sliding window is the least accurate detector",
+            judged(
+                ["sliding_window", *[f for f in detection if f != "sliding_window"][:1]],
+                lambda: box_map("sliding_window") <= min(box_map(f) for f in detection),
+                lambda: "map " + ", ".join(f"{f} {box_map(f):.3f}" for f in detection),
+            ),
+        ),
+    ]
+
+
+def markdown(
+    rows: dict[str, Row], verdicts: list[tuple[str, str]], split: str, threads: int
+) -> str:
+    header = ["family", "task", *COLUMNS, "parameters", "proposals/image"]
+    lines = [
+        "# Detector families, side by side",
+        "",
+        f"Synthetic `{split}` split, demo profile, CPU, {threads} torch thread(s), one process",
+        "(`python bench/detectors.py`). Inference time is per image at batch 4; train images/s is",
+        "the mean over the family's training epochs (2 Ray Train workers, from its MLflow run).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in rows.values():
+        cells = [row.family, row.task]
+        cells += [f"{row.metrics.get(c, float('nan')):.3f}" for c in COLUMNS[:3]]
+        cells += [
+            f"{row.metrics['train_images_per_s']:.1f}",
+            f"{row.metrics['inference_ms_per_image']:.1f}",
+        ]
+        cells += [
+            f"{row.parameters:,}",
+            "-" if row.proposals_per_image is None else f"{row.proposals_per_image:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- `{r.family}`: {'; '.join(r.notes)}" for r in rows.values() if r.notes]
+    lines += ["", *notes, "", "## The seed's claims on our numbers", ""]
+    lines += [f"- {claim}: **{verdict}**" for claim, verdict in verdicts]
+    lines += [
+        "",
+        "Numbers are reported as measured; the benchmark is not tuned to agree with the claims.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default=None)
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.params)
+    use_tracking(settings.tracking_uri)
+    torch.set_num_threads(1)
+    families = [f for f, fam in FAMILIES.items() if fam.task in ("detect", "segment", "keypoints")]
+    rows = {f: row for f in families if (row := measure(settings, f, args.split)) is not None}
+    if not rows:
+        print(
+            "no trained detector found under artifacts/models; run `dvc repro` first",
+            file=sys.stderr,
+        )
+        return 2
+    verdicts = claims(rows)
+    report = markdown(rows, verdicts, args.split, torch.get_num_threads())
+    out = settings.path(REPORT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    exp = experiment_id(
+        "detection", local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
+    )
+    with mlflow.start_run(
+        experiment_id=exp, run_name="bench-detectors", tags={"kind": "benchmark"}
+    ):
+        for row in rows.values():
+            mlflow.log_metrics({f"{row.family}.{k}": v for k, v in row.metrics.items() if v == v})
+            mlflow.log_metric(f"{row.family}.parameters", row.parameters)
+        mlflow.log_text(report, "detectors.md")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
