@@ -157,7 +157,7 @@ def markdown(
         ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- `{r.family}`: {'; '.join(r.notes)}" for r in rows.values() if r.notes]
-    lines += ["", *notes, "", "## The seed's claims on our numbers", ""]
+    lines += ["", *notes, *([""] if notes else []), "## The seed's claims on our numbers", ""]
     lines += [f"- {claim}: **{verdict}**" for claim, verdict in verdicts]
     lines += [
         "",
