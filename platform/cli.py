@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sightline.config import SettingsError, load_settings
@@ -30,11 +31,16 @@ ParamsOption = Annotated[
 ]
 
 
+def error(message: str) -> None:
+    """One unwrapped line, so a long path stays greppable."""
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+
+
 def _settings(params: Path | None):
     try:
         return load_settings(params)
     except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2) from None
 
 
@@ -106,7 +112,7 @@ def bench(
     script = settings.path("bench") / f"{name}.py"
     if not script.is_file():
         known = sorted(p.stem for p in script.parent.glob("*.py"))
-        console.print(f"[red]error:[/] no benchmark {name!r}; have {known}")
+        error(f"no benchmark {name!r}; have {known}")
         raise typer.Exit(2)
     command = [sys.executable, str(script)] + (["--params", str(params)] if params else [])
     raise typer.Exit(subprocess.run(command, check=False).returncode)

@@ -23,6 +23,7 @@ from sightline.data.detection import (
 )
 from sightline.data.errors import DatasetError
 from sightline.data.voc import parse_voc_xml, voc_to_coco
+from tests.unit.conftest import voc_xml
 
 # ---- COCO files -------------------------------------------------------------------------------
 
@@ -327,41 +328,6 @@ def test_collate_keeps_lists_and_transforms_run(tmp_path: Path, write_image: Any
 
 
 # ---- Pascal VOC ---------------------------------------------------------------------------------
-
-
-def voc_xml(filename: str | None, objects: list[tuple[str, list[int], int]], size: str = "") -> str:
-    size = size or "<size><width>50</width><height>40</height><depth>3</depth></size>"
-    parts = ["<annotation>"]
-    if filename:
-        parts.append(f"<filename>{filename}</filename>")
-    parts.append(size)
-    for name, (x0, y0, x1, y1), difficult in objects:
-        parts.append(
-            f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
-            f"<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
-            "</bndbox></object>"
-        )
-    parts.append("</annotation>")
-    return "".join(parts)
-
-
-@pytest.fixture
-def voc_root(tmp_path: Path, write_image: Any) -> Path:
-    """A VOC tree: 'train' = img1 (dog + difficult cat), img2 (bird); 'val' = img3 (dog)."""
-    root = tmp_path / "VOC2007"
-    files = {
-        "img1": voc_xml("img1.jpg", [("dog", [1, 1, 10, 20], 0), ("cat", [5, 6, 50, 40], 1)]),
-        "img2": voc_xml(None, [("bird", [11, 21, 30, 30], 0)]),
-        "img3": voc_xml("img3.jpg", [("dog", [2, 2, 3, 3], 0)]),
-    }
-    for stem, xml in files.items():
-        (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{stem}.xml").write_text(xml)
-        write_image(root / "JPEGImages" / f"{stem}.jpg", 50, 40)
-    (root / "ImageSets" / "Main").mkdir(parents=True)
-    (root / "ImageSets" / "Main" / "train.txt").write_text("img1\nimg2\n\n")
-    (root / "ImageSets" / "Main" / "val.txt").write_text("img3\n")
-    return root
 
 
 def test_voc_to_coco_converts_boxes_and_difficult(voc_root: Path) -> None:
