@@ -33,5 +33,5 @@ def run_stage(
     try:
         return body(load_settings(args.params), args)
     except USER_ERRORS as exc:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
