@@ -31,16 +31,29 @@ class UnknownFamilyError(KeyError):
         return str(self.args[0])
 
 
+def _resolve(reference: str) -> Any:
+    module_name, function_name = reference.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
     task: Task
     builder: str  # "module:function", the function takes (num_classes, **hparams)
+    # Optional "module:function" (hparams, train_coco) -> hparams that fills in what is learnt
+    # from the training data before the model is built (e.g. YOLO's k-means anchors).
+    from_data: str | None = None
 
     def build(self, num_classes: int, **hparams: Any) -> nn.Module:
-        module_name, function_name = self.builder.split(":")
-        builder = getattr(importlib.import_module(module_name), function_name)
-        return builder(num_classes=num_classes, **hparams)
+        return _resolve(self.builder)(num_classes=num_classes, **hparams)
+
+    def params_from_data(
+        self, hparams: dict[str, Any], train_coco: dict[str, Any]
+    ) -> dict[str, Any]:
+        return (
+            _resolve(self.from_data)(dict(hparams), train_coco) if self.from_data else dict(hparams)
+        )
 
 
 FAMILIES: dict[str, Family] = {
@@ -50,6 +63,13 @@ FAMILIES: dict[str, Family] = {
         Family("faster_rcnn", "detect", "sightline.models.faster_rcnn:build"),
         Family("mask_rcnn", "segment", "sightline.models.mask_rcnn:build"),
         Family("keypoint_rcnn", "keypoints", "sightline.models.keypoint_rcnn:build"),
+        Family(
+            "yolo",
+            "detect",
+            "sightline.models.yolo:build",
+            "sightline.models.yolo:anchors_from_data",
+        ),
+        Family("ssd", "detect", "sightline.models.ssd:build"),
     ]
 }
 

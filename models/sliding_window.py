@@ -26,11 +26,8 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, roi_align
 
 from sightline.models.backbones import SmallConvNet, load_local_weights
-from sightline.models.targets import check_images, check_targets
+from sightline.models.targets import IMAGE_MEAN, IMAGE_STD, check_images, check_targets
 
-# torchvision's detection transform normalises with these; the same here keeps inputs alike.
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 NEAR_MISS_SPREAD = 0.75  # near-miss centres: within this fraction of the truth's size of its own
 MIN_WINDOW_SIDE = 4.0  # px; negatives clipped to the image below this are dropped
 

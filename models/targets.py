@@ -11,6 +11,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+Target = dict[str, Tensor]
+
+# The normalisation torchvision's detection transform uses; every family uses the same.
+IMAGE_MEAN = [0.485, 0.456, 0.406]
+IMAGE_STD = [0.229, 0.224, 0.225]
+
 
 def check_rcnn_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Forward pre-hook for torchvision R-CNNs: clear errors before their asserts and index errors.

@@ -37,13 +37,14 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
 def train_family(settings: Settings, family_name: str) -> ModelRecord:
     fam = lookup_family(family_name)
     split = load_task_split(settings.detection_data, "train", settings.project_root, fam.task)
+    model_params = fam.params_from_data(settings.model_params(family_name), split.coco.dataset)
     use_tracking(settings.tracking_uri)
     tags = lineage_tags(settings)
     run_id = start_training_run(
         family_name,
         params={
             "family": family_name,
-            "model": settings.model_params(family_name),
+            "model": model_params,
             "train": settings.train.model_dump(mode="json"),
             "data": settings.detection_data.model_dump(mode="json"),
             "seed": settings.seed,
@@ -58,6 +59,7 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
         task=fam.task,
         num_classes=split.num_classes + 1,
         run_id=run_id,
+        model_params=model_params,
     )
     outcome = fit(job, ray_address=settings.ray_address)
     metadata = {
