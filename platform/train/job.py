@@ -25,14 +25,21 @@ class TrainJob(BaseModel):
 
 
 def job_for(
-    settings: Settings, *, family: str, task: str, num_classes: int, run_id: str
+    settings: Settings,
+    *,
+    family: str,
+    task: str,
+    num_classes: int,
+    run_id: str,
+    model_params: dict[str, Any] | None = None,
 ) -> TrainJob:
-    """The job a family trains as, from params.yaml (its `models.<family>` block, `train`)."""
+    """The job a family trains as, from params.yaml (its `models.<family>` block, `train`);
+    `model_params` replaces that block once data-derived values (anchors) are filled in."""
     return TrainJob(
         family=family,
         task=task,
         num_classes=num_classes,
-        model_params=settings.model_params(family),
+        model_params=settings.model_params(family) if model_params is None else model_params,
         data=settings.detection_data,
         project_root=str(settings.project_root),
         train=settings.train,
