@@ -60,6 +60,8 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
         Family("sliding_window", "detect", "sightline.models.sliding_window:build"),
+        Family("rcnn", "detect", "sightline.models.rcnn:build"),
+        Family("fast_rcnn", "detect", "sightline.models.fast_rcnn:build"),
         Family("faster_rcnn", "detect", "sightline.models.faster_rcnn:build"),
         Family("mask_rcnn", "segment", "sightline.models.mask_rcnn:build"),
         Family("keypoint_rcnn", "keypoints", "sightline.models.keypoint_rcnn:build"),

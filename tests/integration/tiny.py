@@ -15,6 +15,8 @@ TINY_FAMILIES: dict[str, dict[str, Any]] = {
     "faster_rcnn": TINY_RCNN,
     "mask_rcnn": {**TINY_RCNN, "mask_layers": [8, 8], "mask_dim_reduced": 8},
     "keypoint_rcnn": {**TINY_RCNN, "keypoint_layers": [8, 8]},
+    "rcnn": {"image_size": 64, "crop_size": 16, "width": 8, "feature_dim": 32, "rois_per_image": 8},
+    "fast_rcnn": {"image_size": 64, "width": 8, "representation_size": 32},
     "yolo": {"image_size": 64, "width": 8, "grid_stride": 16, "num_anchors": 3, "anchors": None},
     "ssd": {"image_size": 64, "width": 8, "stages": 2, "aspect_ratios": [[2], [2, 3], [2]]},
     "sliding_window": {
