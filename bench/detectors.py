@@ -19,9 +19,10 @@ import mlflow
 import torch
 from mlflow import MlflowClient
 
-from sightline.artifacts import load_trained, model_dir
+from sightline.artifacts import load_trained, model_dir, proposals_for
 from sightline.config import Settings, load_settings
 from sightline.data.detection import load_task_split
+from sightline.data.proposals import mean_proposals_per_image
 from sightline.evaluate.detection import evaluate_detector
 from sightline.models import FAMILIES
 from sightline.track.runs import experiment_id, local_artifact_root, use_tracking
@@ -45,8 +46,10 @@ def train_throughput(run_id: str) -> float:
     return statistics.fmean(m.value for m in history) if history else float("nan")
 
 
-def proposals_per_image(model: torch.nn.Module) -> float | None:
-    """RPN top-N at test time for the R-CNN family; None where a family has no proposals."""
+def proposals_per_image(model: torch.nn.Module, proposals: dict | None) -> float | None:
+    """Selective-search boxes per image, or the RPN's top-N at test time; None without any."""
+    if proposals is not None:
+        return mean_proposals_per_image(proposals)
     rpn = getattr(model, "rpn", None)
     if rpn is not None:
         return float(rpn._post_nms_top_n["testing"])
@@ -59,7 +62,10 @@ def measure(settings: Settings, family: str, split_name: str) -> Row | None:
         return None
     model, record = load_trained(directory)
     split = load_task_split(settings.detection_data, split_name, settings.project_root, record.task)
-    evaluation = evaluate_detector(model, split, task=record.task, with_figures=False)
+    proposals = proposals_for(settings, family, split_name)
+    evaluation = evaluate_detector(
+        model, split, task=record.task, with_figures=False, proposals=proposals
+    )
     metrics = {**evaluation.metrics, "train_images_per_s": train_throughput(record.run_id)}
     notes = ["scored on its keypoint class only"] if record.task == "keypoints" else []
     return Row(
@@ -67,7 +73,7 @@ def measure(settings: Settings, family: str, split_name: str) -> Row | None:
         task=record.task,
         metrics=metrics,
         parameters=sum(p.numel() for p in model.parameters()),
-        proposals_per_image=proposals_per_image(model),
+        proposals_per_image=proposals_per_image(model, proposals),
         notes=notes,
     )
 

@@ -44,6 +44,8 @@ class Family:
     # Optional "module:function" (hparams, train_coco) -> hparams that fills in what is learnt
     # from the training data before the model is built (e.g. YOLO's k-means anchors).
     from_data: str | None = None
+    # Trains and is scored on precomputed selective-search proposals (the `proposals` stage).
+    uses_proposals: bool = False
 
     def build(self, num_classes: int, **hparams: Any) -> nn.Module:
         return _resolve(self.builder)(num_classes=num_classes, **hparams)
@@ -60,8 +62,8 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
         Family("sliding_window", "detect", "sightline.models.sliding_window:build"),
-        Family("rcnn", "detect", "sightline.models.rcnn:build"),
-        Family("fast_rcnn", "detect", "sightline.models.fast_rcnn:build"),
+        Family("rcnn", "detect", "sightline.models.rcnn:build", uses_proposals=True),
+        Family("fast_rcnn", "detect", "sightline.models.fast_rcnn:build", uses_proposals=True),
         Family("faster_rcnn", "detect", "sightline.models.faster_rcnn:build"),
         Family("mask_rcnn", "segment", "sightline.models.mask_rcnn:build"),
         Family("keypoint_rcnn", "keypoints", "sightline.models.keypoint_rcnn:build"),

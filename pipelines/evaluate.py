@@ -12,7 +12,7 @@ import mlflow
 import torch
 from rich.console import Console
 
-from sightline.artifacts import load_trained, metrics_path, model_dir, write_json
+from sightline.artifacts import load_trained, metrics_path, model_dir, proposals_for, write_json
 from sightline.config import Settings
 from sightline.data.detection import load_task_split
 from sightline.evaluate.detection import evaluate_detector
@@ -28,20 +28,23 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
     split = load_task_split(
         settings.detection_data, settings.evaluate.split, settings.project_root, record.task
     )
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    proposals = proposals_for(settings, args.family, settings.evaluate.split)
 
     trained = evaluate_detector(
         model,
         split,
         task=record.task,
         split_name=settings.evaluate.split,
+        proposals=proposals,
         grid_images=settings.evaluate.grid_images,
         grid_score_threshold=settings.evaluate.grid_score_threshold,
     )
     # The same architecture, untrained (same seed): what "learning" is measured against.
     torch.manual_seed(settings.seed)
     untrained_model = build_model(record.family, record.num_classes, **record.model_params).eval()
-    untrained = evaluate_detector(untrained_model, split, task=record.task, with_figures=False)
+    untrained = evaluate_detector(
+        untrained_model, split, task=record.task, with_figures=False, proposals=proposals
+    )
     metrics = {
         **trained.metrics,
         "untrained_map": untrained.metrics["map"],

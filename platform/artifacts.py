@@ -38,6 +38,20 @@ def model_dir(settings: Settings, family: str) -> Path:
     return settings.path("artifacts/models") / family
 
 
+def proposals_path(settings: Settings, split: str) -> Path:
+    return settings.path("artifacts/proposals") / f"{split}.npz"
+
+
+def proposals_for(settings: Settings, family: str, split: str) -> dict[int, Any] | None:
+    """The precomputed proposals of `split` if `family` is scored on them, else None."""
+    from sightline.data.proposals import load_proposals
+    from sightline.models.registry import family as lookup_family
+
+    if not lookup_family(family).uses_proposals:
+        return None
+    return load_proposals(proposals_path(settings, split))
+
+
 def metrics_path(settings: Settings, family: str) -> Path:
     return settings.path("metrics") / f"{family}.json"
 

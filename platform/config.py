@@ -48,6 +48,16 @@ class SynthDetection(Strict):
     test: int = 100
 
 
+class Proposals(Strict):
+    """Selective search, run once per dataset version for the proposal-based families."""
+
+    mode: Literal["fast", "quality"] = "fast"
+    max_proposals: int = 2000
+    min_size: int = 4
+    max_side: int | None = 128  # search on the image scaled to the models' input size
+    workers: int = 2
+
+
 class Train(Strict):
     num_workers: int = 2
     use_gpu: bool | Literal["auto"] = "auto"
@@ -91,6 +101,7 @@ class Settings(Strict):
         default_factory=lambda: {"detection": SynthDetection()}
     )
     detection: dict[str, Any] = Field(default_factory=lambda: {"families": ["faster_rcnn"]})
+    proposals: Proposals = Field(default_factory=Proposals)
     train: Train = Field(default_factory=Train)
     evaluate: Evaluate = Field(default_factory=Evaluate)
     serve: Serve = Field(default_factory=Serve)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,14 +104,24 @@ def predict(
     images: Iterable[tuple[int, torch.Tensor]],
     label_to_category_id: Callable[[int], int],
     batch_size: int = 4,
+    proposals: Mapping[int, np.ndarray] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run a detector over (image_id, CHW tensor) pairs; COCO result records per iouType."""
+    """Run a detector over (image_id, CHW tensor) pairs; COCO result records per iouType.
+
+    `proposals` (image id -> boxes) are handed to proposal-based families, so they are scored on
+    the precomputed selective-search boxes rather than searching again.
+    """
     model.eval()
     results: dict[str, list[dict[str, Any]]] = {}
     batch: list[tuple[int, torch.Tensor]] = []
 
     def flush() -> None:
-        outputs = model([img for _, img in batch])
+        images = [img for _, img in batch]
+        if proposals is None:
+            outputs = model(images)
+        else:
+            boxes = [torch.from_numpy(proposals[image_id]) for image_id, _ in batch]
+            outputs = model(images, proposals=boxes)
         for (image_id, _), out in zip(batch, outputs, strict=True):
             for iou_type, records in coco_records(image_id, out, label_to_category_id).items():
                 results.setdefault(iou_type, []).extend(records)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -36,10 +38,13 @@ def evaluate_detector(
     grid_images: int = 8,
     grid_score_threshold: float = 0.5,
     with_figures: bool = True,
+    proposals: Mapping[int, np.ndarray] | None = None,
 ) -> DetectionEvaluation:
     dataset = task_dataset(split, task)
     started = time.perf_counter()
-    results = predict(model, _image_stream(dataset), split.label_to_category_id)
+    results = predict(
+        model, _image_stream(dataset), split.label_to_category_id, proposals=proposals
+    )
     elapsed = time.perf_counter() - started
     metrics: dict[str, float] = {}
     evaluator = None

@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from sightline.artifacts import proposals_path
 from sightline.config import DetectionData, Settings, Train
+from sightline.models.registry import family as lookup_family
 
 
 class TrainJob(BaseModel):
@@ -22,6 +24,8 @@ class TrainJob(BaseModel):
     tracking_uri: str
     # Where the failure-injection marker lives (shared by all attempts of this job).
     marker_dir: str
+    # Precomputed selective-search proposals of the train split (proposal-based families).
+    proposals_path: str | None = None
 
 
 def job_for(
@@ -47,4 +51,7 @@ def job_for(
         run_id=run_id,
         tracking_uri=settings.tracking_uri,
         marker_dir=str(settings.path("artifacts/ray_results") / f"markers-{run_id}"),
+        proposals_path=str(proposals_path(settings, "train"))
+        if lookup_family(family).uses_proposals
+        else None,
     )

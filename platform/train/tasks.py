@@ -28,7 +28,12 @@ def _detection_dataset(job: TrainJob) -> Dataset:
     from sightline.data.detection import load_task_split, task_dataset
 
     split = load_task_split(job.data, "train", Path(job.project_root), job.task)
-    return task_dataset(split, job.task)
+    dataset = task_dataset(split, job.task)
+    if job.proposals_path is None:
+        return dataset
+    from sightline.data.proposals import DatasetWithProposals, load_proposals
+
+    return DatasetWithProposals(dataset, load_proposals(job.proposals_path), job.proposals_path)
 
 
 def _detection_collate(batch: list[Any]) -> Batch:

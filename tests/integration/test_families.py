@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from sightline.artifacts import proposals_for, proposals_path
 from sightline.config import load_settings
-from sightline.data.detection import load_task_split
+from sightline.data.detection import DetectionSplit, load_task_split
+from sightline.data.proposals import compute_split_proposals
 from sightline.data.synth.detection import generate
 from sightline.evaluate.detection import evaluate_detector
 from sightline.models import FAMILIES
@@ -28,6 +30,9 @@ def tiny_settings(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("families")
     settings = load_settings(write_params(root, tiny_params(epochs=1, num_workers=1)))
     generate(settings.path(settings.detection_data.root), settings.synth["detection"])
+    for name in ("train", "val"):  # what the `proposals` stage computes for rcnn / fast_rcnn
+        split = DetectionSplit.load(settings.detection_data, name, settings.project_root)
+        compute_split_proposals(split, proposals_path(settings, name), max_side=64)
     return settings
 
 
@@ -45,7 +50,11 @@ def test_family_trains_on_ray_and_is_evaluated(
     assert outcome.metrics["loss"] > 0
 
     val = load_task_split(tiny_settings.detection_data, "val", tiny_settings.project_root, task)
-    metrics = evaluate_detector(outcome.model, val, task=task, with_figures=False).metrics
+    proposals = proposals_for(tiny_settings, family, "val")
+    evaluation = evaluate_detector(
+        outcome.model, val, task=task, with_figures=False, proposals=proposals
+    )
+    metrics = evaluation.metrics
     assert -1.0 <= metrics[EXPECTED[task]] <= 1.0
     assert "map" in metrics and metrics["inference_ms_per_image"] > 0
     if task == "keypoints":

@@ -21,7 +21,7 @@ from tests.integration.tiny import tiny_params, write_params
 
 # What dvc.yaml's stages depend on, copied so the temp project is a self-contained repo.
 PROJECT_FILES = ["dvc.yaml", ".dvcignore"]
-PROJECT_DIRS = ["platform", "models", "pipelines"]
+PROJECT_DIRS = ["platform", "models", "pipelines", "bench"]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -74,9 +74,15 @@ def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
 
     metrics = json.loads((root / "metrics" / "faster_rcnn.json").read_text())
     assert set(SUMMARY_NAMES) <= set(metrics)
+    proposals = json.loads((root / "metrics" / "proposals.json").read_text())
+    assert 0 < proposals["val_recall_50"] <= 1 and proposals["val_proposals_per_image"] > 0
+    bench = (root / "docs" / "benchmarks" / "detectors.md").read_text()
+    assert "| faster_rcnn | detect |" in bench and "not measured" in bench
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("sightline-detection")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'faster_rcnn'")
+    (bench_run,) = client.search_runs([experiment.experiment_id], "tags.kind = 'benchmark'")
+    assert "faster_rcnn.map" in bench_run.data.metrics
     assert run.info.run_name == "faster_rcnn"
     data_md5 = (root / "data.dvc").read_text().split("md5: ")[1].split()[0]
     assert run.data.tags["dvc_data_hash"] == data_md5
@@ -90,7 +96,7 @@ def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
     second = _run([f"{bin_dir}/dvc", "repro"], root, env)
     assert second.returncode == 0, second.stderr
     assert "Data and pipelines are up to date" in second.stdout
-    assert len(client.search_runs([experiment.experiment_id])) == 1
+    assert len(client.search_runs([experiment.experiment_id])) == 2, "no new run on a no-op"
 
 
 def test_a_broken_dataset_stops_at_validate_and_loses_nothing(project) -> None:

@@ -42,3 +42,14 @@ def test_stages_before_training_say_what_to_run(
 ) -> None:
     assert stage.main(["--family", "faster_rcnn", "--params", str(_params(tmp_path))]) == 2
     assert "train this family first" in capsys.readouterr().err
+
+
+def test_proposal_families_say_which_file_is_missing(tmp_path: Path) -> None:
+    from sightline.artifacts import proposals_for
+    from sightline.config import load_settings
+    from sightline.data.errors import DatasetError
+
+    settings = load_settings(_params(tmp_path))
+    assert proposals_for(settings, "faster_rcnn", "val") is None
+    with pytest.raises(DatasetError, match=r"proposals/val\.npz.*compute"):
+        proposals_for(settings, "fast_rcnn", "val")
