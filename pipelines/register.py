@@ -49,7 +49,7 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
             }
         )
     write_json(registry_report_path(settings, args.family), promotion.__dict__)
-    console.print(promotion.describe())
+    console.print(promotion.describe(), soft_wrap=True)
     return 0
 
 

@@ -116,7 +116,8 @@ def register(
     version = mlflow.register_model(model_uri, name, tags=version_tags)
     current = champion_version(client, name)
     previous_value = float(current.tags[f"metric.{metric}"]) if current is not None else None
-    comparable = current is None or current.tags.get("eval_scope", "") == eval_scope
+    # A champion registered before scopes were recorded is taken to share this one.
+    comparable = current is None or current.tags.get("eval_scope", eval_scope) == eval_scope
     promoted = previous_value is None or (comparable and metrics[metric] > previous_value)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)

@@ -99,3 +99,20 @@ def test_a_version_scored_on_other_classes_never_takes_the_champion(mlflow_store
         str(MlflowClient().get_model_version_by_alias("sightline-detector", CHAMPION).version)
         == "1"
     )
+
+
+def test_a_champion_without_a_recorded_scope_can_still_be_beaten(mlflow_store: str) -> None:
+    register(
+        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.3}, tags={}
+    )
+    client = MlflowClient()
+    client.delete_model_version_tag("sightline-detector", "1", "eval_scope")  # an older version
+    better = register(
+        _log("faster_rcnn"),
+        group="detection",
+        family="faster_rcnn",
+        metrics={"map": 0.4},
+        tags={},
+        eval_scope="val:circle",
+    )
+    assert better.comparable and better.promoted
