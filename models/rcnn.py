@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes, roi_align
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.crops import to_model_scale, warp_with_context
 from sightline.models.selective_search import Mode, SelectiveSearch, resolve_proposals
 from sightline.models.targets import check_images, check_targets
 
@@ -160,12 +161,7 @@ class RCNN(nn.Module):
 
     def to_model_scale(self, image: Tensor) -> tuple[Tensor, float]:
         """The image normalised, its longer side scaled to image_size; and that scale."""
-        scale = self.image_size / max(image.shape[-2:])
-        if scale != 1.0:
-            image = F.interpolate(
-                image[None], scale_factor=scale, mode="bilinear", antialias=scale < 1
-            )[0]
-        return (image - self.mean) / self.std, scale
+        return to_model_scale(image, self.image_size, self.mean, self.std)
 
     def region_features(self, scaled: Tensor, regions: Tensor) -> Tensor:
         """(R, D) features of regions (model-scale xyxy) of one normalised, scaled image."""
@@ -179,12 +175,9 @@ class RCNN(nn.Module):
         )
 
     def _warps(self, scaled: Tensor, regions: Tensor) -> Tensor:
-        # Dilate so that `context` of each side of the warp shows pixels around the region.
-        margin = (regions[:, 2:] - regions[:, :2]) * (self.context / (1 - 2 * self.context))
-        dilated = torch.cat([regions[:, :2] - margin, regions[:, 2:] + margin], dim=1)
-        return roi_align(
-            scaled[None], [dilated], output_size=self.crop_size, sampling_ratio=2, aligned=True
-        )
+        # `context` is the share of each side of the warp that shows pixels around the region.
+        margin = self.context / (1 - 2 * self.context)
+        return warp_with_context(scaled, regions, self.crop_size, margin)
 
     def _model_scale_regions(self, boxes: Tensor, scale: float, size: tuple[int, int]) -> Tensor:
         boxes = clip_boxes_to_image(boxes * scale, size)

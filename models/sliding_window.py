@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, roi_align
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.crops import to_model_scale, warp_with_context
 from sightline.models.targets import IMAGE_MEAN, IMAGE_STD, check_images, check_targets
 
 NEAR_MISS_SPREAD = 0.75  # near-miss centres: within this fraction of the truth's size of its own
@@ -209,25 +210,12 @@ class SlidingWindowDetector(nn.Module):
         return [self._detect(image) for image in images]
 
     def _to_model_scale(self, image: Tensor) -> tuple[Tensor, float]:
-        scale = self.image_size / max(image.shape[-2:])
-        if scale != 1.0:
-            image = F.interpolate(
-                image[None], scale_factor=scale, mode="bilinear", antialias=scale < 1
-            )[0]
-        return (image - self.mean) / self.std, scale
+        return to_model_scale(image, self.image_size, self.mean, self.std)
 
     def _crops(self, image: Tensor, windows: Tensor) -> Tensor:
         # Warp each window with a margin of context around it (as R-CNN does): without it a
         # window inside a uniform object looks exactly like the object's own box.
-        margin = (windows[:, 2:] - windows[:, :2]) * self.context
-        padded = torch.cat([windows[:, :2] - margin, windows[:, 2:] + margin], dim=1)
-        return roi_align(
-            image[None],
-            [padded.to(image)],
-            output_size=self.crop_size,
-            sampling_ratio=2,
-            aligned=True,
-        )
+        return warp_with_context(image, windows, self.crop_size, self.context)
 
     def _classifier_loss(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> Tensor:
         shapes = self.grid.shapes()
