@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from sightline.models.fast_rcnn import BackgroundBandMatcher, FastRCNN, build
 
 TINY = {"image_size": 64, "width": 8, "stages": 3, "representation_size": 32}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

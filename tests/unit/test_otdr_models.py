@@ -51,11 +51,6 @@ def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     return samples, targets
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def train_steps(model: nn.Module, batch: tuple, steps: int) -> list[float]:
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,14 +18,6 @@ from sightline.models.rcnn import (
 )
 
 TINY = {"image_size": 64, "crop_size": 16, "width": 8, "stages": 2, "feature_dim": 16}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

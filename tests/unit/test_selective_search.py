@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import cv2
 import numpy as np
 import pytest
@@ -21,15 +19,6 @@ from sightline.models.selective_search import (
 SHAPES = torch.tensor(
     [[8.0, 10.0, 40.0, 34.0], [56.0, 6.0, 88.0, 46.0], [10.0, 52.0, 38.0, 88.0], [52, 56, 90, 90]]
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    # The machine is shared: a thread pool per process makes tiny ops slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shapes_image(height: int = 96, width: int = 96) -> np.ndarray:
