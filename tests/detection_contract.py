@@ -32,3 +32,22 @@ def sgd_steps(model: torch.nn.Module, images, targets, steps: int, lr: float = 0
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+def two_image_batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """A square and a tall image with three boxes of classes 1 and 2 (fixed random pixels)."""
+    generator = torch.Generator().manual_seed(0)
+    images = [
+        torch.rand(3, 64, 64, generator=generator),
+        torch.rand(3, 80, 48, generator=generator),
+    ]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0], [40.0, 40.0, 50.0, 52.0]]),
+         "labels": torch.tensor([1, 2])},
+        {"boxes": torch.tensor([[10.0, 20.0, 40.0, 70.0]]), "labels": torch.tensor([2])},
+    ]  # fmt: skip
+    return images, targets
+
+
+def empty_target() -> dict[str, torch.Tensor]:
+    return {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}

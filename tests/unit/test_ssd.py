@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sightline.models.ssd import SSDDetector, build
-from tests.detection_contract import sgd_steps, total_loss
+from tests.detection_contract import empty_target, sgd_steps, total_loss, two_image_batch
 
 TINY = {"image_size": 64, "width": 8, "stages": 2, "aspect_ratios": [[2], [2, 3], [2]]}
 
@@ -14,24 +14,6 @@ TINY = {"image_size": 64, "width": 8, "stages": 2, "aspect_ratios": [[2], [2, 3]
 def _model(num_classes: int = 3, **overrides: object) -> SSDDetector:
     torch.manual_seed(0)
     return build(num_classes, **{**TINY, **overrides})
-
-
-def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    generator = torch.Generator().manual_seed(0)
-    images = [
-        torch.rand(3, 64, 64, generator=generator),
-        torch.rand(3, 80, 48, generator=generator),
-    ]
-    targets = [
-        {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0], [40.0, 40.0, 50.0, 52.0]]),
-         "labels": torch.tensor([1, 2])},
-        {"boxes": torch.tensor([[10.0, 20.0, 40.0, 70.0]]), "labels": torch.tensor([2])},
-    ]  # fmt: skip
-    return images, targets
-
-
-def _empty_target() -> dict[str, torch.Tensor]:
-    return {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}
 
 
 def test_feature_maps_halve_and_default_boxes_follow_the_aspect_ratios() -> None:
@@ -45,7 +27,7 @@ def test_feature_maps_halve_and_default_boxes_follow_the_aspect_ratios() -> None
 
 def test_train_mode_returns_named_losses_and_sgd_lowers_them() -> None:
     model = _model().train()
-    images, targets = _batch()
+    images, targets = two_image_batch()
     first = model(images, targets)
     assert set(first) == {"bbox_regression", "classification"}
     sgd_steps(model, images, targets, steps=20, lr=0.01)
@@ -54,10 +36,10 @@ def test_train_mode_returns_named_losses_and_sgd_lowers_them() -> None:
 
 def test_images_without_boxes_give_finite_losses() -> None:
     model = _model().train()
-    images, targets = _batch()
-    losses = model(images, [targets[0], _empty_target()])
+    images, targets = two_image_batch()
+    losses = model(images, [targets[0], empty_target()])
     assert all(torch.isfinite(v) for v in losses.values())
-    only_empty = model(images, [_empty_target(), _empty_target()])
+    only_empty = model(images, [empty_target(), empty_target()])
     assert all(v.item() == 0.0 for v in only_empty.values())
 
 
@@ -91,7 +73,7 @@ def test_bad_settings_are_named(overrides: dict, message: str) -> None:
 
 def test_bad_targets_are_named() -> None:
     model = _model().train()
-    images, targets = _batch()
+    images, targets = two_image_batch()
     bad = {"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([3])}
     with pytest.raises(ValueError, match=r"targets\[1\]\['labels'\] must lie in \[1, 2\]"):
         model(images, [targets[0], bad])

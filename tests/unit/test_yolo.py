@@ -7,7 +7,7 @@ import torch
 from torchvision.ops import box_iou
 
 from sightline.models.yolo import YOLO, build, default_anchors
-from tests.detection_contract import sgd_steps, total_loss
+from tests.detection_contract import empty_target, sgd_steps, total_loss, two_image_batch
 
 TINY = {"image_size": 64, "width": 8, "grid_stride": 16, "num_anchors": 3}
 ANCHORS = [[8.0, 8.0], [20.0, 16.0], [40.0, 44.0]]
@@ -16,24 +16,6 @@ ANCHORS = [[8.0, 8.0], [20.0, 16.0], [40.0, 44.0]]
 def _model(num_classes: int = 3, **overrides: object) -> YOLO:
     torch.manual_seed(0)
     return build(num_classes, **{**TINY, "anchors": ANCHORS, **overrides})
-
-
-def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    generator = torch.Generator().manual_seed(0)
-    images = [
-        torch.rand(3, 64, 64, generator=generator),
-        torch.rand(3, 80, 48, generator=generator),
-    ]
-    targets = [
-        {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0], [40.0, 40.0, 50.0, 52.0]]),
-         "labels": torch.tensor([1, 2])},
-        {"boxes": torch.tensor([[10.0, 20.0, 40.0, 70.0]]), "labels": torch.tensor([2])},
-    ]  # fmt: skip
-    return images, targets
-
-
-def _empty_target() -> dict[str, torch.Tensor]:
-    return {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}
 
 
 def test_raw_output_is_s_by_s_by_b_by_5_plus_c() -> None:
@@ -54,7 +36,7 @@ def test_zero_offsets_decode_to_the_anchor_centred_in_its_cell() -> None:
 
 def test_train_mode_returns_named_losses_and_sgd_lowers_them() -> None:
     model = _model().train()
-    images, targets = _batch()
+    images, targets = two_image_batch()
     first = model(images, targets)
     assert set(first) == {"loss_box", "loss_obj", "loss_cls"}
     sgd_steps(model, images, targets, steps=20, lr=0.02)
@@ -63,8 +45,8 @@ def test_train_mode_returns_named_losses_and_sgd_lowers_them() -> None:
 
 def test_images_without_boxes_train_on_objectness_alone() -> None:
     model = _model().train()
-    images, _ = _batch()
-    losses = model(images, [_empty_target(), _empty_target()])
+    images, _ = two_image_batch()
+    losses = model(images, [empty_target(), empty_target()])
     assert losses["loss_box"].item() == 0.0 and losses["loss_cls"].item() == 0.0
     assert losses["loss_obj"].item() > 0.0
     sum(losses.values()).backward()
@@ -146,7 +128,7 @@ def test_bad_settings_are_named(overrides: dict, message: str) -> None:
 )  # fmt: skip
 def test_bad_targets_are_named(target: dict, message: str) -> None:
     model = _model().train()
-    images, targets = _batch()
+    images, targets = two_image_batch()
     with pytest.raises(ValueError, match=message):
         model(images, [targets[0], target])
 
