@@ -68,6 +68,14 @@ MASK_THRESHOLD = 0.5
 DEFAULT_KEYPOINT_SIGMA = 0.07
 
 
+def masks_to_rle(probabilities: torch.Tensor) -> list[dict[str, Any]]:
+    """(N, 1, H, W) mask probabilities -> N binary COCO RLEs (threshold MASK_THRESHOLD)."""
+    if not len(probabilities):
+        return []
+    binary = (probabilities[:, 0] > MASK_THRESHOLD).to(torch.uint8).numpy()
+    return mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+
+
 def coco_records(
     image_id: int, output: dict[str, torch.Tensor], label_to_category_id: Callable[[int], int]
 ) -> dict[str, list[dict[str, Any]]]:
@@ -85,8 +93,7 @@ def coco_records(
         ]
     }
     if "masks" in output:
-        binary = (output["masks"][:, 0] > MASK_THRESHOLD).to(torch.uint8).numpy()
-        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0))) if len(base) else []
+        rles = masks_to_rle(output["masks"])
         records["segm"] = [
             {**rec, "segmentation": rle} for rec, rle in zip(base, rles, strict=True)
         ]

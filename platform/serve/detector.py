@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from pycocotools import mask as mask_utils
 from ray import serve
 from torch import nn
 
-from sightline.evaluate.coco import MASK_THRESHOLD
+from sightline.evaluate.coco import masks_to_rle
 from sightline.models.registry import FAMILIES
 from sightline.serve.schemas import Catalog, Detection, ModelCard
 from sightline.track.registry import REGISTERED_MODEL, LoadedModel, champion_version, load_version
@@ -122,12 +121,9 @@ def _masks_rle(
 ) -> list[dict[str, Any]]:
     """Masks (probabilities at the inference size) -> binary COCO RLE at the upload's size."""
     probabilities = output["masks"][keep]
-    if not len(probabilities):
-        return []
-    if tuple(probabilities.shape[-2:]) != size:
+    if len(probabilities) and tuple(probabilities.shape[-2:]) != size:
         probabilities = F.interpolate(probabilities, size=size, mode="bilinear")
-    binary = (probabilities[:, 0] > MASK_THRESHOLD).to(torch.uint8).numpy()
-    rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    rles = masks_to_rle(probabilities)
     return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
