@@ -56,7 +56,6 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
     job = job_for(
         settings,
         family=family_name,
-        task=fam.task,
         num_classes=split.num_classes + 1,
         run_id=run_id,
         model_params=model_params,

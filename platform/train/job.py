@@ -32,16 +32,16 @@ def job_for(
     settings: Settings,
     *,
     family: str,
-    task: str,
     num_classes: int,
     run_id: str,
     model_params: dict[str, Any] | None = None,
 ) -> TrainJob:
     """The job a family trains as, from params.yaml (its `models.<family>` block, `train`);
     `model_params` replaces that block once data-derived values (anchors) are filled in."""
+    registered = lookup_family(family)
     return TrainJob(
         family=family,
-        task=task,
+        task=registered.task,
         num_classes=num_classes,
         model_params=settings.model_params(family) if model_params is None else model_params,
         data=settings.detection_data,
@@ -52,6 +52,6 @@ def job_for(
         tracking_uri=settings.tracking_uri,
         marker_dir=str(settings.path("artifacts/ray_results") / f"markers-{run_id}"),
         proposals_path=str(proposals_path(settings, "train"))
-        if lookup_family(family).uses_proposals
+        if registered.uses_proposals
         else None,
     )

@@ -43,9 +43,7 @@ def test_family_trains_on_ray_and_is_evaluated(
     task = FAMILIES[family].task
     split = load_task_split(tiny_settings.detection_data, "train", tiny_settings.project_root, task)
     run_id = start_training_run(family, params={"family": family}, tags={})
-    job = job_for(
-        tiny_settings, family=family, task=task, num_classes=split.num_classes + 1, run_id=run_id
-    )
+    job = job_for(tiny_settings, family=family, num_classes=split.num_classes + 1, run_id=run_id)
     outcome = fit(job, ray_address=ray_cluster)
     assert outcome.metrics["loss"] > 0
 

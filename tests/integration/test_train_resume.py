@@ -30,7 +30,7 @@ def test_worker_crash_resumes_from_checkpoint_in_the_same_run(
 ) -> None:
     settings = tiny_project
     run_id = start_training_run("faster_rcnn", params={"family": "faster_rcnn"}, tags={})
-    job = job_for(settings, family="faster_rcnn", task="detect", num_classes=6, run_id=run_id)
+    job = job_for(settings, family="faster_rcnn", num_classes=6, run_id=run_id)
     outcome = fit(job, ray_address=ray_cluster)
 
     assert (Path(job.marker_dir) / "failure_injected").exists(), "the failure was not injected"
