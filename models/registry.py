@@ -46,6 +46,9 @@ class Family:
     from_data: str | None = None
     # Trains and is scored on precomputed selective-search proposals (the `proposals` stage).
     uses_proposals: bool = False
+    # False for families with nothing to learn (pixel_template): the train stage only builds,
+    # calibrates and records them.
+    trainable: bool = True
 
     def build(self, num_classes: int, **hparams: Any) -> nn.Module:
         return _resolve(self.builder)(num_classes=num_classes, **hparams)
@@ -74,6 +77,17 @@ FAMILIES: dict[str, Family] = {
             "sightline.models.yolo:anchors_from_data",
         ),
         Family("ssd", "detect", "sightline.models.ssd:build"),
+        Family("otdr_window", "events1d", "sightline.models.otdr_window:build"),
+        Family("otdr_detector", "events1d", "sightline.models.otdr_detector:build"),
+        Family(
+            "pixel_template",
+            "embed",
+            "sightline.models.embedders:build_pixel_template",
+            trainable=False,
+        ),
+        Family("classifier_embed", "embed", "sightline.models.embedders:build_classifier_embed"),
+        Family("siamese_contrastive", "embed", "sightline.models.embedders:build_siamese"),
+        Family("triplet", "embed", "sightline.models.embedders:build_triplet"),
     ]
 }
 

@@ -20,10 +20,10 @@ from sightline.artifacts import (
     write_json,
 )
 from sightline.config import Settings
-from sightline.evaluate.coco import SUMMARY_NAMES
 from sightline.stage import run_stage
 from sightline.track.registry import register
 from sightline.track.runs import resume_run, task_group, use_tracking
+from sightline.workloads import workload_of_family
 
 console = Console(stderr=True)
 
@@ -31,14 +31,15 @@ console = Console(stderr=True)
 def stage(settings: Settings, args: argparse.Namespace) -> int:
     record = load_record(model_dir(settings, args.family))
     metrics = json.loads(metrics_path(settings, args.family).read_text())
+    workload = workload_of_family(args.family)
     use_tracking(settings.tracking_uri)
     promotion = register(
         record.model_uri,
         group=task_group(args.family),
         family=args.family,
-        metrics={k: metrics[k] for k in SUMMARY_NAMES if k in metrics},
+        metrics=workload.registry_metrics(metrics),
         tags={**record.tags, "run_id": record.run_id},
-        eval_scope=f"{settings.evaluate.split}:{','.join(record.class_names)}",
+        eval_scope=workload.eval_scope(settings, record),
     )
     with resume_run(record.run_id):
         mlflow.set_tags(

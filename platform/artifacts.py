@@ -32,6 +32,8 @@ class ModelRecord(BaseModel):
     run_id: str
     model_uri: str
     tags: dict[str, str]
+    # Values calibrated after training and versioned with the weights (e.g. the γ threshold).
+    extras: dict[str, Any] = {}
 
 
 def model_dir(settings: Settings, family: str) -> Path:

@@ -59,7 +59,7 @@ def data_synth(params: ParamsOption = None) -> None:
     settings = _settings(params)
     root = settings.path(settings.detection_data.root)
     with console.status(f"generating synthetic detection data into {root} ..."):
-        counts = generate(root, settings.synth["detection"])
+        counts = generate(root, settings.synth.detection)
     console.print(f"wrote {counts} images to {root}")
 
 
@@ -143,7 +143,7 @@ SUMMARY_METRICS = [
 def summary(params: ParamsOption = None) -> None:
     """Print the metrics of every evaluated family and where to look next."""
     settings = _settings(params)
-    families = settings.detection["families"]
+    families = settings.detection.families
     table = Table(title=f"Sightline: {settings.evaluate.split} metrics (COCO bbox)")
     table.add_column("metric")
     for family in families:

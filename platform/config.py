@@ -15,6 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sightline.data.synth.params import Synth, SynthDetection
+
+__all__ = ["Settings", "SettingsError", "SynthDetection", "load_settings"]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -40,12 +44,56 @@ class DetectionData(Strict):
     )
 
 
-class SynthDetection(Strict):
-    seed: int = 0
-    image_size: int = 128
-    train: int = 600
-    val: int = 100
-    test: int = 100
+class OTDRData(Strict):
+    """A trace dataset: `<root>/<split>.json` (labels, metadata) + `<root>/<split>.npz` (samples),
+    as `sightline data synth` writes and `sightline.data.otdr.save_split` documents."""
+
+    root: Path = Path("data/otdr")
+    splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
+
+
+class IdentityData(Strict):
+    """An identity dataset laid out one folder per person (`<root>/<identity>/<image>`), split
+    by identity into train / val / unseen / impostor (deterministic from `split_seed`)."""
+
+    root: Path = Path("data/identity")
+    image_size: int = Field(64, ge=16)
+    channels: Literal[1, 3] = 3
+    val_fraction: float = 0.1
+    unseen_fraction: float = 0.2
+    impostor_fraction: float = 0.1
+    split_seed: int = 0
+
+
+class FamilyGroup(Strict):
+    """The families one task group trains (`dvc.yaml` foreach), and its `train` overrides."""
+
+    families: list[str]
+    # Merged over the top-level `train` block for this group's jobs (e.g. more epochs).
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("families")
+    @classmethod
+    def _families_listed(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("families must list at least one model family")
+        return value
+
+
+class Identification(FamilyGroup):
+    families: list[str] = Field(
+        default_factory=lambda: [
+            "pixel_template",
+            "classifier_embed",
+            "siamese_contrastive",
+            "triplet",
+        ]
+    )
+    target_far: float = Field(1e-2, gt=0, lt=1)  # gamma is calibrated for this false-accept rate
+    rule: Literal["mean", "min"] = "mean"  # distance to a person: mean or min over templates
+    enroll_k: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    identities_per_batch: int = Field(8, ge=2)  # P x K batches for the metric losses
+    images_per_identity: int = Field(4, ge=2)
 
 
 class Proposals(Strict):
@@ -97,10 +145,14 @@ class Settings(Strict):
     profile: str = "demo"
     seed: int = 0
     detection_data: DetectionData = Field(default_factory=DetectionData)
-    synth: dict[str, SynthDetection] = Field(
-        default_factory=lambda: {"detection": SynthDetection()}
+    otdr_data: OTDRData = Field(default_factory=OTDRData)
+    identity_data: IdentityData = Field(default_factory=IdentityData)
+    synth: Synth = Field(default_factory=Synth)
+    detection: FamilyGroup = Field(default_factory=lambda: FamilyGroup(families=["faster_rcnn"]))
+    otdr: FamilyGroup = Field(
+        default_factory=lambda: FamilyGroup(families=["otdr_window", "otdr_detector"])
     )
-    detection: dict[str, Any] = Field(default_factory=lambda: {"families": ["faster_rcnn"]})
+    identification: Identification = Field(default_factory=Identification)
     proposals: Proposals = Field(default_factory=Proposals)
     train: Train = Field(default_factory=Train)
     evaluate: Evaluate = Field(default_factory=Evaluate)
@@ -111,13 +163,6 @@ class Settings(Strict):
     # Set from the location of params.yaml; relative paths in the file are resolved from it.
     project_root: Path = Path(".")
 
-    @field_validator("detection")
-    @classmethod
-    def _families_listed(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not value.get("families"):
-            raise ValueError("detection.families must list at least one model family")
-        return value
-
     def path(self, relative: str | Path) -> Path:
         """A path from params.yaml, resolved against the project root."""
         p = Path(relative)
@@ -125,6 +170,24 @@ class Settings(Strict):
 
     def model_params(self, family: str) -> dict[str, Any]:
         return dict(self.models.get(family, {}))
+
+    def group(self, name: str) -> FamilyGroup:
+        """The `detection`, `otdr` or `identification` section (a task group's families)."""
+        groups = {"detection": self.detection, "otdr": self.otdr}
+        return groups[name] if name in groups else {"identification": self.identification}[name]
+
+    def data_for(self, group: str) -> DetectionData | OTDRData | IdentityData:
+        """Where a task group's dataset lives (`detection_data`, `otdr_data`, `identity_data`)."""
+        return {
+            "detection": self.detection_data,
+            "otdr": self.otdr_data,
+            "identification": self.identity_data,
+        }[group]
+
+    def train_for(self, group: str) -> Train:
+        """The `train` block with the group's own `train` overrides merged on top."""
+        merged = deep_merge(self.train.model_dump(), self.group(group).train)
+        return Train.model_validate(merged)
 
     @property
     def tracking_uri(self) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from sightline.artifacts import proposals_path
-from sightline.config import DetectionData, Settings, Train
+from sightline.config import Settings, Train
+from sightline.models.registry import TASK_GROUP
 from sightline.models.registry import family as lookup_family
 
 
@@ -16,7 +17,11 @@ class TrainJob(BaseModel):
     task: str
     num_classes: int
     model_params: dict[str, Any]
-    data: DetectionData
+    # The task group's data section (detection_data, otdr_data or identity_data), as a dict:
+    # the task's adapter (train/tasks.py) reads it back into its own type.
+    data: dict[str, Any]
+    # Group options beyond `train` (e.g. identification's P x K batches).
+    task_options: dict[str, Any] = {}
     project_root: str
     train: Train
     seed: int
@@ -35,18 +40,22 @@ def job_for(
     num_classes: int,
     run_id: str,
     model_params: dict[str, Any] | None = None,
+    task_options: dict[str, Any] | None = None,
 ) -> TrainJob:
-    """The job a family trains as, from params.yaml (its `models.<family>` block, `train`);
-    `model_params` replaces that block once data-derived values (anchors) are filled in."""
+    """The job a family trains as, from params.yaml (its `models.<family>` block, its group's
+    data and `train` blocks); `model_params` replaces the model block once data-derived values
+    (anchors) are filled in."""
     registered = lookup_family(family)
+    group = TASK_GROUP[registered.task]
     return TrainJob(
         family=family,
         task=registered.task,
         num_classes=num_classes,
         model_params=settings.model_params(family) if model_params is None else model_params,
-        data=settings.detection_data,
+        data=settings.data_for(group).model_dump(mode="json"),
+        task_options=task_options or {},
         project_root=str(settings.project_root),
-        train=settings.train,
+        train=settings.train_for(group),
         seed=settings.seed,
         run_id=run_id,
         tracking_uri=settings.tracking_uri,

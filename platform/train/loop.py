@@ -21,7 +21,6 @@ import torch.distributed as dist
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from sightline.models import build_model
 from sightline.train.job import TrainJob
@@ -85,12 +84,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     adapter = adapter_for(job.task)
 
     dataset = adapter.dataset(job)
-    sampler = DistributedSampler(
-        dataset, num_replicas=world, rank=rank, shuffle=True, seed=job.seed
-    )
-    loader = DataLoader(
-        dataset, batch_size=job.train.batch_size, sampler=sampler, collate_fn=adapter.collate
-    )
+    loader = adapter.loader(job, dataset, adapter.collate, rank, world)
+    epoch_aware = [s for s in (loader.sampler, loader.batch_sampler) if hasattr(s, "set_epoch")]
 
     model = build_model(job.family, job.num_classes, **job.model_params).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -121,7 +116,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, job.train.epochs):
         _maybe_inject_failure(job, epoch, rank)
-        sampler.set_epoch(epoch)
+        for sampler in epoch_aware:
+            sampler.set_epoch(epoch)
         model.train()
         sums: dict[str, float] = {}
         batches, images, started = 0, 0, time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sightline.train.job import TrainJob
 
@@ -17,17 +17,37 @@ Batch = Any
 LossFn = Callable[[nn.Module, Batch, torch.device], dict[str, torch.Tensor]]
 
 
+def distributed_loader(
+    job: TrainJob, dataset: Dataset, collate: Callable[[list[Any]], Batch], rank: int, world: int
+) -> DataLoader:
+    """The default: each worker reads its shard of a shuffled epoch (DistributedSampler)."""
+    sampler = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=job.seed
+    )
+    return DataLoader(dataset, batch_size=job.train.batch_size, sampler=sampler, collate_fn=collate)
+
+
+LoaderFn = Callable[[TrainJob, Dataset, Callable[[list[Any]], Batch], int, int], DataLoader]
+
+
 @dataclass(frozen=True)
 class TaskAdapter:
+    """How a task's training data is read and batched, and how a batch becomes a loss dict.
+    `loader` builds this worker's DataLoader; its sampler or batch sampler may have
+    `set_epoch`, which the loop calls every epoch."""
+
     dataset: Callable[[TrainJob], Dataset]
     collate: Callable[[list[Any]], Batch]
     losses: LossFn
+    loader: LoaderFn = distributed_loader
 
 
 def _detection_dataset(job: TrainJob) -> Dataset:
+    from sightline.config import DetectionData
     from sightline.data.detection import load_task_split, task_dataset
 
-    split = load_task_split(job.data, "train", Path(job.project_root), job.task)
+    data = DetectionData.model_validate(job.data)
+    split = load_task_split(data, "train", Path(job.project_root), job.task)
     dataset = task_dataset(split, job.task)
     if job.proposals_path is None:
         return dataset

@@ -29,7 +29,7 @@ def test_every_2d_family_has_tiny_test_params() -> None:
 def tiny_settings(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("families")
     settings = load_settings(write_params(root, tiny_params(epochs=1, num_workers=1)))
-    generate(settings.path(settings.detection_data.root), settings.synth["detection"])
+    generate(settings.path(settings.detection_data.root), settings.synth.detection)
     for name in ("train", "val"):  # what the `proposals` stage computes for rcnn / fast_rcnn
         split = DetectionSplit.load(settings.detection_data, name, settings.project_root)
         compute_split_proposals(split, proposals_path(settings, name), max_side=64)

@@ -36,7 +36,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str):
     for name in PROJECT_DIRS:
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     settings = load_settings(write_params(root, tiny_params()))
-    generate(settings.path(settings.detection_data.root), settings.synth["detection"])
+    generate(settings.path(settings.detection_data.root), settings.synth.detection)
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,

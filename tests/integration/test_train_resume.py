@@ -21,7 +21,7 @@ def tiny_project(tmp_path: Path, mlflow_store: str):
     settings = load_settings(
         write_params(tmp_path, tiny_params(epochs=3, inject_failure_at_epoch=1))
     )
-    generate(settings.path(settings.detection_data.root), settings.synth["detection"])
+    generate(settings.path(settings.detection_data.root), settings.synth.detection)
     return settings
 
 

@@ -13,7 +13,7 @@ def test_repo_params_load_with_demo_defaults() -> None:
     settings = load_settings(REPO_ROOT / "params.yaml")
     assert settings.profile == "demo"
     assert settings.project_root == REPO_ROOT
-    assert "faster_rcnn" in settings.detection["families"]
+    assert "faster_rcnn" in settings.detection.families
     assert settings.path("data") == REPO_ROOT / "data"
 
 

@@ -24,27 +24,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from sightline.data.synth.params import SynthIdentity
 
 GENERATOR_VERSION = "1"
 IDENTITY_PREFIX = "person_"
-MIN_IMAGE_SIZE = 32
 SUPERSAMPLE = 4
 FACE_CENTRE_Y = -0.05  # above the image centre, leaving room for the shoulders
 HAIR_STYLES = ("bald", "short", "long", "fringe")
 OCCLUDERS = ("none", "sunglasses", "hat", "mask", "patch")
 OCCLUDER_WEIGHTS = (0.6, 0.1, 0.1, 0.1, 0.1)
-
-
-class SynthIdentity(BaseModel):
-    """Size and seed of the synthetic identity dataset (params.yaml `synth.identity`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    identities: int = Field(200, ge=2)
-    images_per_identity: int = Field(10, ge=1)
-    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
-    seed: int = Field(0, ge=0)
 
 
 Colour = tuple[float, float, float]  # RGB in [0, 1]
