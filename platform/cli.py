@@ -51,16 +51,34 @@ def _stage(module: str, *args: str, params: Path | None) -> None:
     raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 
+SYNTH_KINDS = ("detection", "otdr", "identity")
+
+
 @data_app.command("synth")
-def data_synth(params: ParamsOption = None) -> None:
-    """Write the synthetic detection dataset (deterministic from its seed) to its data root."""
-    from sightline.data.synth.detection import generate
+def data_synth(
+    params: ParamsOption = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="which dataset(s): detection, otdr, identity (default: all three)"),
+    ] = None,
+) -> None:
+    """Write the synthetic datasets (deterministic from their seeds) to their data roots."""
+    import importlib
 
     settings = _settings(params)
-    root = settings.path(settings.detection_data.root)
-    with console.status(f"generating synthetic detection data into {root} ..."):
-        counts = generate(root, settings.synth.detection)
-    console.print(f"wrote {counts} images to {root}")
+    roots = {
+        "detection": settings.detection_data.root,
+        "otdr": settings.otdr_data.root,
+        "identity": settings.identity_data.root,
+    }
+    for name in kind or SYNTH_KINDS:
+        if name not in roots:
+            raise typer.BadParameter(f"unknown dataset kind {name!r}; known: {SYNTH_KINDS}")
+        generate = importlib.import_module(f"sightline.data.synth.{name}").generate
+        root = settings.path(roots[name])
+        with console.status(f"generating synthetic {name} data into {root} ..."):
+            counts = generate(root, getattr(settings.synth, name))
+        console.print(f"{name}: wrote {counts} to {root}")
 
 
 @data_app.command("voc2coco")

@@ -1,5 +1,5 @@
 """The Ray Serve application: the FastAPI ingress (gateway.py) in front of one deployment per
-task (detector.py; OTDR and faces join later).
+task group (detector.py, ...).
 
     build_app(settings)                 -> the bound application, ready for serve.run
     run(settings, blocking=True)        -> start/join Ray, start Serve on settings.serve.host:port,
@@ -26,7 +26,7 @@ APP_NAME = "sightline"
 
 def build_app(settings: Settings) -> Application:
     config = ApiConfig.from_settings(settings)
-    return Gateway.bind(Detector.bind(config.tracking_uri), config)
+    return Gateway.bind(config, detection=Detector.bind(config.tracking_uri))
 
 
 def run(settings: Settings, *, blocking: bool = True) -> None:

@@ -1,66 +1,18 @@
-"""The detection deployment: registered detectors loaded from MLflow, run on decoded images.
-
-It serves the registry's champion plus, per model family, one version selected by `?model=`:
-the champion itself for the champion's family, otherwise that family's latest registered
-version (versions are grouped by their `family` tag, so new families need no code here).
-"""
+"""The detection deployment: registered detectors (registered.py) run on decoded images."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterable
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
 from ray import serve
 from torch import nn
 
 from sightline.evaluate.coco import masks_to_rle
-from sightline.models.registry import FAMILIES
-from sightline.serve.schemas import Catalog, Detection, ModelCard
-from sightline.track.registry import REGISTERED_MODEL, LoadedModel, champion_version, load_version
-
-logger = logging.getLogger(__name__)
-
-GROUP = "detection"
-# While nothing is loaded, look for a newly registered champion at most this often.
-RETRY_LOAD_AFTER_S = 3.0
-
-
-def family_versions(versions: Iterable[ModelVersion], champion: str | None) -> dict[str, str]:
-    """Family -> the version `?model=<family>` serves (see the module docstring)."""
-    latest: dict[str, int] = {}
-    champion_family = None
-    for version in versions:
-        family = version.tags.get("family")
-        if family is None:
-            continue
-        latest[family] = max(latest.get(family, 0), int(version.version))
-        if str(version.version) == champion:
-            champion_family = family
-    chosen = {family: str(number) for family, number in latest.items()}
-    if champion_family is not None:
-        chosen[champion_family] = str(champion)
-    return chosen
-
-
-def model_card(loaded: LoadedModel, champion: bool) -> ModelCard:
-    known = FAMILIES.get(loaded.family)
-    task = loaded.metadata.get("task") or (known.task if known else "detect")
-    return ModelCard(
-        name=loaded.registered_model,
-        version=loaded.version,
-        family=loaded.family,
-        task=str(task),
-        class_names=loaded.class_names,
-        champion=champion,
-    )
+from sightline.serve.registered import RegisteredModels
+from sightline.serve.schemas import Catalog, Detection
 
 
 def detect_objects(
@@ -133,51 +85,18 @@ def label_name(label_id: int, class_names: list[str]) -> str:
     return f"class_{label_id}"
 
 
-def load_versions(numbers: Iterable[str]) -> dict[str, LoadedModel]:
-    models: dict[str, LoadedModel] = {}
-    for number in numbers:
-        try:
-            models[number] = load_version(GROUP, number)
-        except Exception:
-            # One broken version must not take the others (or the server) down.
-            logger.exception("could not load %s v%s; skipping it", REGISTERED_MODEL[GROUP], number)
-    return models
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_constructor_retry_count=2)
 class Detector:
     """Holds the loaded detectors; the ingress resolves `?model=` against `catalog()`."""
 
     def __init__(self, tracking_uri: str) -> None:
-        # Explicit, so the replica never depends on the environment it was started with.
-        mlflow.set_tracking_uri(tracking_uri)
-        self._client = MlflowClient(tracking_uri=tracking_uri)
-        self._models: dict[str, LoadedModel] = {}
-        self._catalog = Catalog(models=[], families={})
-        self._last_attempt = 0.0
-        self._load()
-
-    def _load(self) -> None:
-        self._last_attempt = time.monotonic()
-        name = REGISTERED_MODEL[GROUP]
-        champion = champion_version(self._client, name)
-        champion_number = str(champion.version) if champion is not None else None
-        wanted = family_versions(
-            self._client.search_model_versions(f"name = '{name}'"), champion_number
-        )
-        numbers = set(wanted.values()) | ({champion_number} if champion_number else set())
-        self._models = load_versions(sorted(numbers, key=int))
-        self._catalog = Catalog(
-            models=[model_card(m, n == champion_number) for n, m in self._models.items()],
-            families={f: n for f, n in wanted.items() if n in self._models},
-            champion_version=champion_number if champion_number in self._models else None,
-        )
-        logger.info("serving %s versions %s", name, list(self._models) or "none")
+        self._registered = RegisteredModels(tracking_uri, "detection")
 
     def catalog(self) -> Catalog:
-        if not self._models and time.monotonic() - self._last_attempt > RETRY_LOAD_AFTER_S:
-            self._load()
-        return self._catalog
+        return self._registered.catalog()
+
+    def reload(self) -> Catalog:
+        return self._registered.load()
 
     def detect(
         self,
@@ -187,7 +106,7 @@ class Detector:
         scale: float = 1.0,
         original_size: tuple[int, int] | None = None,
     ) -> list[Detection]:
-        loaded = self._models[version]
+        loaded = self._registered.get(version)
         return detect_objects(
             loaded.model, pixels, loaded.class_names, score_threshold, scale, original_size
         )

@@ -1,11 +1,14 @@
 """The HTTP ingress: a FastAPI app (routes, error shape, OpenAPI) deployed on Ray Serve.
 
 This module imports no torch or MLflow, so the ingress replica starts light; inference and
-model loading live in the task deployments (detector.py) it calls through handles.
+model loading live in the task deployments it calls through handles: `detection` (detector.py)
+and, when deployed, `otdr` and `identification`, whose routes their own modules add.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -23,6 +26,7 @@ from sightline.serve.schemas import (
     ErrorResponse,
     Health,
     ImageSize,
+    Models,
 )
 from sightline.serve.uploads import IMAGE_FIELD, read_image_upload
 
@@ -77,26 +81,39 @@ class ApiConfig:
         )
 
 
-def create_api(config: ApiConfig, detector: DeploymentHandle) -> FastAPI:
-    """The FastAPI app; `detector` is a handle to the Detector deployment."""
+def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> FastAPI:
+    """The FastAPI app; `handles` maps a task group to its deployment (each has `catalog()`)."""
     api = FastAPI(
         title="Sightline",
-        summary="Object detection (and later OTDR events, face identification) served by Ray",
+        summary="Object detection, OTDR event detection and face identification on Ray Serve",
         version="0.1.0",
     )
     api.state.api_token = config.api_token
     add_error_handlers(api)
 
-    async def catalog() -> Catalog:
-        return await detector.catalog.remote()
+    async def all_models() -> Models:
+        groups = list(handles)
+        catalogs = await asyncio.gather(*(handles[g].catalog.remote() for g in groups))
+        return Models(
+            models=[card for c in catalogs for card in c.models],
+            groups=dict(zip(groups, catalogs, strict=True)),
+        )
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:
-        return Health(models_loaded=len((await catalog()).models))
+        return Health(models_loaded=len((await all_models()).models))
 
-    @api.get("/v1/models", response_model=Catalog)
-    async def models() -> Catalog:
-        return await catalog()
+    @api.get("/v1/models", response_model=Models)
+    async def models() -> Models:
+        return await all_models()
+
+    add_detect_routes(api, config, handles["detection"])
+    return api
+
+
+def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandle) -> None:
+    async def catalog() -> Catalog:
+        return await detector.catalog.remote()
 
     @api.post(
         "/v1/detect",
@@ -136,8 +153,6 @@ def create_api(config: ApiConfig, detector: DeploymentHandle) -> FastAPI:
             detections=detections,
         )
 
-    return api
-
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_constructor_retry_count=2)
 @serve.ingress()
@@ -145,9 +160,9 @@ class Gateway:
     """The HTTP ingress. The FastAPI app is built in the replica (`__serve_build_asgi_app__`)
     so its routes close over this replica's config and deployment handles."""
 
-    def __init__(self, detector: DeploymentHandle, config: ApiConfig) -> None:
-        self._detector = detector
+    def __init__(self, config: ApiConfig, **handles: DeploymentHandle) -> None:
         self._config = config
+        self._handles = handles
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self._config, self._detector)
+        return create_api(self._config, self._handles)

@@ -52,6 +52,15 @@ class Catalog(BaseModel):
         return by_version[self.families[requested]]
 
 
+class Models(BaseModel):
+    """GET /v1/models: every loaded model, and each task group's catalog."""
+
+    models: list[ModelCard]
+    groups: dict[str, Catalog] = Field(
+        description="detection, otdr, identification -> what that task's routes serve"
+    )
+
+
 class Health(BaseModel):
     status: str = "ok"
     models_loaded: int

@@ -27,7 +27,7 @@ from ray import serve
 from sightline.config import Serve, Settings
 from sightline.models.registry import build_model
 from sightline.serve.app import run
-from sightline.serve.detector import RETRY_LOAD_AFTER_S
+from sightline.serve.registered import RETRY_LOAD_AFTER_S
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
 
@@ -146,7 +146,7 @@ def api(client: httpx.Client, store: Path) -> httpx.Client:
 
 
 def test_models_lists_the_champion_and_each_family(api) -> None:
-    catalog = api.get("/v1/models").json()
+    catalog = api.get("/v1/models").json()["groups"]["detection"]
     assert catalog["champion_version"] == "1"
     assert catalog["families"] == {"faster_rcnn": "1", OTHER_FAMILY: "3"}
     champion = next(card for card in catalog["models"] if card["champion"])

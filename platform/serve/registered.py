@@ -1,0 +1,110 @@
+"""The registered models one task deployment serves: loaded from the MLflow registry by group.
+
+It holds the registry's champion plus, per model family, one version selected by `?model=`:
+the champion itself for the champion's family, otherwise that family's latest registered
+version (versions are grouped by their `family` tag, so new families need no code here).
+Every task deployment (detector, OTDR events, faces) keeps one of these.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from sightline.models.registry import FAMILIES
+from sightline.serve.schemas import Catalog, ModelCard
+from sightline.track.registry import REGISTERED_MODEL, LoadedModel, champion_version, load_version
+
+logger = logging.getLogger(__name__)
+
+# While nothing is loaded, look for a newly registered champion at most this often.
+RETRY_LOAD_AFTER_S = 3.0
+
+
+def family_versions(versions: Iterable[ModelVersion], champion: str | None) -> dict[str, str]:
+    """Family -> the version `?model=<family>` serves (see the module docstring)."""
+    latest: dict[str, int] = {}
+    champion_family = None
+    for version in versions:
+        family = version.tags.get("family")
+        if family is None:
+            continue
+        latest[family] = max(latest.get(family, 0), int(version.version))
+        if str(version.version) == champion:
+            champion_family = family
+    chosen = {family: str(number) for family, number in latest.items()}
+    if champion_family is not None:
+        chosen[champion_family] = str(champion)
+    return chosen
+
+
+def model_card(loaded: LoadedModel, champion: bool) -> ModelCard:
+    known = FAMILIES.get(loaded.family)
+    task = loaded.metadata.get("task") or (known.task if known else "unknown")
+    return ModelCard(
+        name=loaded.registered_model,
+        version=loaded.version,
+        family=loaded.family,
+        task=str(task),
+        class_names=loaded.class_names,
+        champion=champion,
+    )
+
+
+def load_versions(group: str, numbers: Iterable[str]) -> dict[str, LoadedModel]:
+    models: dict[str, LoadedModel] = {}
+    for number in numbers:
+        try:
+            models[number] = load_version(group, number)
+        except Exception:
+            # One broken version must not take the others (or the server) down.
+            logger.exception("could not load %s v%s; skipping it", REGISTERED_MODEL[group], number)
+    return models
+
+
+class RegisteredModels:
+    """The loaded versions of one task group's registered model, and their catalog."""
+
+    def __init__(self, tracking_uri: str, group: str) -> None:
+        # Explicit, so a replica never depends on the environment it was started with.
+        mlflow.set_tracking_uri(tracking_uri)
+        self.group = group
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._models: dict[str, LoadedModel] = {}
+        self._catalog = Catalog(models=[], families={})
+        self._last_attempt = 0.0
+        self.load()
+
+    def load(self) -> Catalog:
+        """(Re)load the champion and each family's version from the registry."""
+        self._last_attempt = time.monotonic()
+        name = REGISTERED_MODEL[self.group]
+        champion = champion_version(self._client, name)
+        champion_number = str(champion.version) if champion is not None else None
+        wanted = family_versions(
+            self._client.search_model_versions(f"name = '{name}'"), champion_number
+        )
+        numbers = set(wanted.values()) | ({champion_number} if champion_number else set())
+        models = load_versions(self.group, sorted(numbers, key=int))
+        # Swapped in one assignment each: requests in flight keep the models they resolved.
+        self._models = {**self._models, **models}
+        self._catalog = Catalog(
+            models=[model_card(m, n == champion_number) for n, m in models.items()],
+            families={f: n for f, n in wanted.items() if n in models},
+            champion_version=champion_number if champion_number in models else None,
+        )
+        logger.info("serving %s versions %s", name, list(models) or "none")
+        return self._catalog
+
+    def catalog(self) -> Catalog:
+        if not self._catalog.models and time.monotonic() - self._last_attempt > RETRY_LOAD_AFTER_S:
+            self.load()
+        return self._catalog
+
+    def get(self, version: str) -> LoadedModel:
+        return self._models[version]
