@@ -3,12 +3,24 @@
 torchvision supplies the mechanism (AnchorGenerator, RPN with 3x3 conv + 1x1 cls/reg heads,
 NMS on objectness, RoIAlign, box heads, the four losses); this module picks a backbone that
 trains from scratch and exposes the paper's knobs (anchor sizes x ratios, top-N proposals).
+
+Training: end to end (the default, the four losses summed), or the paper's 4-step alternating
+schedule (`schedule="alternating"`), run by the platform as four consecutive trainings, each
+starting from the previous step's weights and building the model with `training_step=k`:
+  1. the RPN (+ the backbone) on the RPN's two losses;
+  2. the Fast R-CNN heads (+ the backbone) on the detector's two losses, with the step-1 RPN's
+     proposals (its head frozen). The paper trained this step from a second ImageNet-initialised
+     network; with no pretrained weights here, it starts from the step-1 backbone;
+  3. the backbone (the shared conv layers) frozen, the RPN head fine-tuned;
+  4. the backbone and RPN frozen, the Fast R-CNN heads fine-tuned: one shared network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
+from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -16,6 +28,44 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from sightline.models.backbones import SmallConvNet, load_local_weights
 from sightline.models.targets import check_rcnn_inputs
+
+RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
+DETECTOR_LOSSES = ("loss_classifier", "loss_box_reg")
+# Step -> (the losses it trains on, the parts it trains); the rest is frozen.
+ALTERNATING_STEPS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    1: (RPN_LOSSES, ("backbone", "rpn")),
+    2: (DETECTOR_LOSSES, ("backbone", "roi_heads")),
+    3: (RPN_LOSSES, ("rpn",)),
+    4: (DETECTOR_LOSSES, ("roi_heads",)),
+}
+Schedule = Literal["end_to_end", "alternating"]
+
+
+def training_steps(hparams: dict[str, Any]) -> list[tuple[int, int | None]]:
+    """The consecutive trainings the schedule asks for: (step, epochs or None for `train`'s)."""
+    if hparams.get("schedule", "end_to_end") == "end_to_end":
+        return []
+    epochs = hparams.get("alternating_epochs") or [None] * 4
+    if len(epochs) != 4:
+        raise ValueError(f"alternating_epochs must give 4 epoch counts, got {epochs}")
+    return [(step, epochs[step - 1]) for step in ALTERNATING_STEPS]
+
+
+def use_alternating_step(model: nn.Module, step: int) -> None:
+    """Freeze what step `step` does not train and keep only its losses in train mode."""
+    if step not in ALTERNATING_STEPS:
+        raise ValueError(f"training_step must be one of {sorted(ALTERNATING_STEPS)}, got {step}")
+    losses, trained = ALTERNATING_STEPS[step]
+    for name, part in model.named_children():
+        for parameter in part.parameters():
+            parameter.requires_grad_(name in trained)
+
+    def keep_step_losses(module: nn.Module, args: Any, output: Any) -> Any:
+        if module.training and isinstance(output, dict):
+            return {name: output[name] for name in losses}
+        return output
+
+    model.register_forward_hook(keep_step_losses)
 
 
 def build(
@@ -33,9 +83,19 @@ def build(
     box_batch_size_per_image: int = 512,
     representation_size: int = 256,
     box_detections_per_img: int = 100,
+    schedule: Schedule = "end_to_end",
+    alternating_epochs: Sequence[int] | None = None,
+    training_step: int | None = None,
     weights: str | None = None,
 ) -> FasterRCNN:
-    """Build a Faster R-CNN; `num_classes` counts the background class (label 0)."""
+    """Build a Faster R-CNN; `num_classes` counts the background class (label 0).
+
+    `schedule` and `alternating_epochs` are read by the platform (`training_steps`);
+    `training_step` builds the model for one step of the alternating schedule.
+    """
+    if schedule not in ("end_to_end", "alternating"):
+        raise ValueError(f"schedule must be 'end_to_end' or 'alternating', got {schedule!r}")
+    del alternating_epochs  # the platform's business: how long each step trains
     backbone = SmallConvNet(width=width, stages=stages)
     # One feature map, k = len(sizes) * len(ratios) anchors per location, as in the paper.
     anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(aspect_ratios),))
@@ -60,4 +120,6 @@ def build(
     # call time, so it checks masks and keypoints for them too.
     model.register_forward_pre_hook(check_rcnn_inputs, with_kwargs=True)
     load_local_weights(model, weights)
+    if training_step is not None:
+        use_alternating_step(model, training_step)
     return model

@@ -49,6 +49,15 @@ class Family:
     # False for families with nothing to learn (pixel_template): the train stage only builds,
     # calibrates and records them.
     trainable: bool = True
+    # Optional "module:function" (hparams) -> [(step, epochs | None)]: a schedule of consecutive
+    # trainings, each from the previous one's weights (Faster R-CNN's 4-step alternating
+    # schedule); the builder gets `training_step=step`. Empty: one end-to-end training.
+    steps: str | None = None
+    # Fitted further after the training loop (R-CNN's SVMs and box regressors, train/post_hoc.py).
+    post_hoc: bool = False
+
+    def training_steps(self, hparams: dict[str, Any]) -> list[tuple[int, int | None]]:
+        return list(_resolve(self.steps)(hparams)) if self.steps else []
 
     def build(self, num_classes: int, **hparams: Any) -> nn.Module:
         return _resolve(self.builder)(num_classes=num_classes, **hparams)
@@ -65,9 +74,14 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
         Family("sliding_window", "detect", "sightline.models.sliding_window:build"),
-        Family("rcnn", "detect", "sightline.models.rcnn:build", uses_proposals=True),
+        Family("rcnn", "detect", "sightline.models.rcnn:build", uses_proposals=True, post_hoc=True),
         Family("fast_rcnn", "detect", "sightline.models.fast_rcnn:build", uses_proposals=True),
-        Family("faster_rcnn", "detect", "sightline.models.faster_rcnn:build"),
+        Family(
+            "faster_rcnn",
+            "detect",
+            "sightline.models.faster_rcnn:build",
+            steps="sightline.models.faster_rcnn:training_steps",
+        ),
         Family("mask_rcnn", "segment", "sightline.models.mask_rcnn:build"),
         Family("keypoint_rcnn", "keypoints", "sightline.models.keypoint_rcnn:build"),
         Family(

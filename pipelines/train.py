@@ -38,7 +38,7 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
     group = task_group(family_name)
     workload = workload_for(group)
     data = workload.training_data(settings, family_name)
-    train_settings = settings.train_for(group)
+    train_settings = settings.train_for(group, family_name)
     use_tracking(settings.tracking_uri)
     tags = {
         "git_commit": git_commit(settings.project_root),

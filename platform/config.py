@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sightline.data.synth.params import Synth, SynthDetection
 
@@ -69,8 +77,10 @@ class FamilyGroup(Strict):
     """The families one task group trains (`dvc.yaml` foreach), and its `train` overrides."""
 
     families: list[str]
-    # Merged over the top-level `train` block for this group's jobs (e.g. more epochs).
+    # Merged over the top-level `train` block for this group's jobs (e.g. more epochs) ...
     train: dict[str, Any] = Field(default_factory=dict)
+    # ... and, per family, over that (e.g. fewer epochs for a slow family in the demo profile).
+    family_train: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("families")
     @classmethod
@@ -91,9 +101,27 @@ class Identification(FamilyGroup):
     )
     target_far: float = Field(1e-2, gt=0, lt=1)  # gamma is calibrated for this false-accept rate
     rule: Literal["mean", "min"] = "mean"  # distance to a person: mean or min over templates
-    enroll_k: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    # Templates enrolled per unseen identity when scoring (top1_k<k>, dir_at_far_1e-2_k<k>);
+    # `top1` and `dir_at_far_1e-2` are reported for headline_k.
+    enroll_k: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
+    headline_k: int = 3
     identities_per_batch: int = Field(8, ge=2)  # P x K batches for the metric losses
     images_per_identity: int = Field(4, ge=2)
+
+    @field_validator("enroll_k")
+    @classmethod
+    def _positive_k(cls, value: list[int]) -> list[int]:
+        if min(value) < 1:
+            raise ValueError(f"enroll_k must be >= 1 template each, got {value}")
+        return sorted(set(value))
+
+    @field_validator("headline_k")
+    @classmethod
+    def _headline_k_is_enrolled(cls, value: int, info: ValidationInfo) -> int:
+        enrolled = info.data.get("enroll_k") or []
+        if value not in enrolled:
+            raise ValueError(f"headline_k {value} must be one of enroll_k {enrolled}")
+        return value
 
 
 class Proposals(Strict):
@@ -139,6 +167,8 @@ class Serve(Strict):
     # smaller input anyway); boxes are mapped back to the upload's pixels.
     max_inference_side: int = 1333
     default_score_threshold: float = 0.5
+    # The enrolled faces (identification): a SQLite file in this folder, kept across restarts.
+    gallery_path: Path = Path("artifacts/gallery")
 
 
 class Settings(Strict):
@@ -163,6 +193,17 @@ class Settings(Strict):
     # Set from the location of params.yaml; relative paths in the file are resolved from it.
     project_root: Path = Path(".")
 
+    @model_validator(mode="after")
+    def _train_overrides_are_valid(self) -> Settings:
+        for group in ("detection", "otdr", "identification"):
+            for family in [None, *self.group(group).family_train]:
+                try:
+                    self.train_for(group, family)
+                except ValidationError as exc:
+                    where = f"{group}.family_train.{family}" if family else f"{group}.train"
+                    raise ValueError(f"{where}: {exc}") from None
+        return self
+
     def path(self, relative: str | Path) -> Path:
         """A path from params.yaml, resolved against the project root."""
         p = Path(relative)
@@ -184,9 +225,11 @@ class Settings(Strict):
             "identification": self.identity_data,
         }[group]
 
-    def train_for(self, group: str) -> Train:
-        """The `train` block with the group's own `train` overrides merged on top."""
-        merged = deep_merge(self.train.model_dump(), self.group(group).train)
+    def train_for(self, group: str, family: str | None = None) -> Train:
+        """The `train` block, the group's `train` overrides and the family's on top."""
+        section = self.group(group)
+        merged = deep_merge(self.train.model_dump(), section.train)
+        merged = deep_merge(merged, section.family_train.get(family or "", {}))
         return Train.model_validate(merged)
 
     @property

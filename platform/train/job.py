@@ -31,6 +31,10 @@ class TrainJob(BaseModel):
     marker_dir: str
     # Precomputed selective-search proposals of the train split (proposal-based families).
     proposals_path: str | None = None
+    # One step of a multi-step schedule (registry `steps`): the weights it starts from, and
+    # where its epochs start in the run's metric history.
+    init_state: str | None = None
+    epoch_offset: int = 0
 
 
 def job_for(
@@ -55,7 +59,7 @@ def job_for(
         data=settings.data_for(group).model_dump(mode="json"),
         task_options=task_options or {},
         project_root=str(settings.project_root),
-        train=settings.train_for(group),
+        train=settings.train_for(group, family),
         seed=settings.seed,
         run_id=run_id,
         tracking_uri=settings.tracking_uri,

@@ -13,6 +13,7 @@ from torch import nn
 
 from sightline.cluster import ensure_ray, gpus_available
 from sightline.models import build_model
+from sightline.models.registry import family as lookup_family
 from sightline.train.job import TrainJob
 from sightline.train.loop import CHECKPOINT_FILE, train_loop_per_worker
 
@@ -21,7 +22,7 @@ from sightline.train.loop import CHECKPOINT_FILE, train_loop_per_worker
 class TrainOutcome:
     model: nn.Module
     metrics: dict[str, Any]
-    checkpoint_path: str
+    checkpoint_path: str  # in Ray Train's storage (any node can read it): a next step's start
 
 
 def scaling_for(job: TrainJob) -> ScalingConfig:
@@ -44,13 +45,35 @@ def storage_uri(job: TrainJob) -> str:
 
 
 def fit(job: TrainJob, *, ray_address: str | None = None) -> TrainOutcome:
+    """Train the job; a family with a multi-step schedule (registry `steps`) trains once per
+    step, each step from the previous step's weights, all logging into the job's run."""
     ensure_ray(ray_address)
+    steps = lookup_family(job.family).training_steps(job.model_params)
+    if not steps:
+        return _fit_once(job, job.model_params, f"{job.family}-{job.run_id[:8]}")
+    outcome, offset = None, 0
+    for step, epochs in steps:
+        step_job = job.model_copy(
+            update={
+                "train": job.train.model_copy(update={"epochs": epochs or job.train.epochs}),
+                "init_state": outcome.checkpoint_path if outcome else None,
+                "epoch_offset": offset,
+            }
+        )
+        params = {**job.model_params, "training_step": step}
+        outcome = _fit_once(step_job, params, f"{job.family}-{job.run_id[:8]}-step{step}")
+        offset += step_job.train.epochs
+    return outcome
+
+
+def _fit_once(job: TrainJob, build_params: dict[str, Any], name: str) -> TrainOutcome:
+    job = job.model_copy(update={"model_params": build_params})
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.model_dump(mode="json")},
         scaling_config=scaling_for(job),
         run_config=RunConfig(
-            name=f"{job.family}-{job.run_id[:8]}",
+            name=name,
             storage_path=storage_uri(job),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -59,7 +82,9 @@ def fit(job: TrainJob, *, ray_address: str | None = None) -> TrainOutcome:
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training {job.family} produced no checkpoint")
-    model = build_model(job.family, job.num_classes, **job.model_params)
+    # The model as evaluated and served: built without any schedule step.
+    params = {k: v for k, v in job.model_params.items() if k != "training_step"}
+    model = build_model(job.family, job.num_classes, **params)
     with result.checkpoint.as_directory() as ckpt_dir:
         state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])

@@ -99,6 +99,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and job.init_state is not None:  # a schedule step: previous weights
+        with ray.train.Checkpoint(job.init_state).as_directory() as ckpt_dir:
+            state = torch.load(
+                Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device, weights_only=False
+            )
+        model.load_state_dict(state["model"])
     tracker = MlflowClient(job.tracking_uri) if rank == 0 else None
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
@@ -110,7 +116,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
         if tracker is not None:
-            tracker.set_tag(job.run_id, "resumed_from_epoch", str(state["epoch"]))
+            tracker.set_tag(
+                job.run_id, "resumed_from_epoch", str(state["epoch"] + job.epoch_offset)
+            )
 
     model = ray.train.torch.prepare_model(model)
 
@@ -154,8 +162,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     Path(tmp) / CHECKPOINT_FILE,
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                now = int(time.time() * 1000)
+                now, step = int(time.time() * 1000), epoch + job.epoch_offset
                 tracker.log_batch(
-                    job.run_id, metrics=[Metric(k, v, now, epoch) for k, v in metrics.items()]
+                    job.run_id,
+                    metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
                 )
             ray.train.report({**metrics, "epoch": epoch}, checkpoint=report_checkpoint)

@@ -33,7 +33,11 @@ class DetectionWorkload:
     def after_training(
         self, settings: Settings, model: nn.Module, record: ModelRecord
     ) -> dict[str, Any]:
-        return {}
+        if not lookup_family(record.family).post_hoc:
+            return {}
+        from sightline.train.post_hoc import fit_post_hoc
+
+        return {"post_hoc": fit_post_hoc(settings, model, record.family, record.task)}
 
     def evaluate(
         self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool

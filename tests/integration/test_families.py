@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sightline.artifacts import proposals_for, proposals_path
+from sightline.artifacts import model_dir, proposals_for, proposals_path
 from sightline.config import load_settings
 from sightline.data.detection import DetectionSplit, load_task_split
 from sightline.data.proposals import compute_split_proposals
@@ -15,6 +15,8 @@ from sightline.models import FAMILIES
 from sightline.track.runs import start_training_run
 from sightline.train.job import job_for
 from sightline.train.launcher import fit
+from sightline.train.post_hoc import fit_post_hoc
+from tests.detection_contract import two_image_batch
 from tests.integration.tiny import TINY_FAMILIES, tiny_params, write_params
 
 EXPECTED = {"detect": "map", "segment": "mask_map", "keypoints": "kp_map"}
@@ -46,6 +48,11 @@ def test_family_trains_on_ray_and_is_evaluated(
     job = job_for(tiny_settings, family=family, num_classes=split.num_classes + 1, run_id=run_id)
     outcome = fit(job, ray_address=ray_cluster)
     assert outcome.metrics["loss"] > 0
+    if FAMILIES[family].post_hoc:  # R-CNN stage 2: SVMs + regressors from cached features
+        report = fit_post_hoc(tiny_settings, outcome.model, family, task)
+        cache = model_dir(tiny_settings, family) / report["region_features"]
+        assert cache.is_file() and report["cached_regions"] > len(split)
+        assert outcome.model.is_fitted
 
     val = load_task_split(tiny_settings.detection_data, "val", tiny_settings.project_root, task)
     proposals = proposals_for(tiny_settings, family, "val")
@@ -57,3 +64,33 @@ def test_family_trains_on_ray_and_is_evaluated(
     assert "map" in metrics and metrics["inference_ms_per_image"] > 0
     if task == "keypoints":
         assert val.class_names == ["person"], "pose is learnt on the keypoint class only"
+
+
+def test_faster_rcnn_alternating_schedule_trains_four_steps_into_one_run(
+    ray_cluster: str, tiny_settings, mlflow_store: str
+) -> None:
+    from mlflow import MlflowClient
+
+    params = {
+        **tiny_settings.model_params("faster_rcnn"),
+        "schedule": "alternating",
+        "alternating_epochs": [1, 1, 1, 1],
+    }
+    split = load_task_split(
+        tiny_settings.detection_data, "train", tiny_settings.project_root, "detect"
+    )
+    run_id = start_training_run("faster_rcnn", params={"family": "faster_rcnn"}, tags={})
+    job = job_for(
+        tiny_settings,
+        family="faster_rcnn",
+        num_classes=split.num_classes + 1,
+        run_id=run_id,
+        model_params=params,
+    )
+    outcome = fit(job, ray_address=ray_cluster)
+    history = MlflowClient(mlflow_store).get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]  # one epoch per step, in order
+    rpn_only = MlflowClient(mlflow_store).get_metric_history(run_id, "loss_objectness")
+    assert sorted(m.step for m in rpn_only) == [0, 2]  # steps 1 and 3 train the RPN
+    # The trained model is the whole detector again (no step losses filtered).
+    assert set(outcome.model.train()(*two_image_batch())) >= {"loss_objectness", "loss_classifier"}

@@ -51,6 +51,10 @@ def test_default_tracking_uri_is_sqlite_at_project_root(monkeypatch: pytest.Monk
         ({"train": {"epochs": "many"}}, "train.epochs"),
         ({"train": {"typo_field": 1}}, "train.typo_field"),
         ({"detection": {"families": []}}, "detection.families"),
+        (
+            {"detection": {"families": ["ssd"], "family_train": {"ssd": {"epochs": "x"}}}},
+            "detection.family_train.ssd",
+        ),
         ({"profile": "huge"}, "unknown profile 'huge'"),
     ],
 )
@@ -66,3 +70,19 @@ def test_bad_params_name_the_field(tmp_path: Path, patch: dict, fragment: str) -
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="no such parameters file"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_family_train_overrides_merge_over_group_and_train() -> None:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    settings = load_settings(REPO_ROOT / "params.yaml")
+    raw_epochs = raw["train"]["epochs"]
+    patched = settings.model_copy(
+        update={
+            "detection": settings.detection.model_copy(
+                update={"train": {"lr": 0.5}, "family_train": {"ssd": {"epochs": 99}}}
+            )
+        }
+    )
+    assert patched.train_for("detection", "ssd").epochs == 99
+    assert patched.train_for("detection", "ssd").lr == 0.5
+    assert patched.train_for("detection", "yolo").epochs == raw_epochs

@@ -85,3 +85,46 @@ def test_bad_targets_name_the_field(target: dict, message: str) -> None:
     model = build_model("faster_rcnn", num_classes=3, **TINY).train()
     with pytest.raises(ValueError, match=message):
         model([torch.rand(3, 64, 64)], [target])
+
+
+def test_alternating_schedule_is_four_steps_with_their_epochs() -> None:
+    fam = family("faster_rcnn")
+    assert fam.training_steps({}) == []  # end to end by default
+    assert fam.training_steps({"schedule": "alternating", "alternating_epochs": [2, 3, 1, 1]}) == [
+        (1, 2),
+        (2, 3),
+        (3, 1),
+        (4, 1),
+    ]
+    assert [e for _, e in fam.training_steps({"schedule": "alternating"})] == [None] * 4
+    with pytest.raises(ValueError, match="4 epoch counts"):
+        fam.training_steps({"schedule": "alternating", "alternating_epochs": [1, 2]})
+    with pytest.raises(ValueError, match="schedule must be"):
+        build_model("faster_rcnn", num_classes=3, schedule="sometimes", **TINY)
+
+
+@pytest.mark.parametrize(
+    ("step", "losses", "trained"),
+    [
+        (1, {"loss_objectness", "loss_rpn_box_reg"}, {"backbone", "rpn"}),
+        (2, {"loss_classifier", "loss_box_reg"}, {"backbone", "roi_heads"}),
+        (3, {"loss_objectness", "loss_rpn_box_reg"}, {"rpn"}),
+        (4, {"loss_classifier", "loss_box_reg"}, {"roi_heads"}),
+    ],
+)
+def test_each_alternating_step_trains_only_its_part_on_its_losses(
+    step: int, losses: set[str], trained: set[str]
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("faster_rcnn", num_classes=3, training_step=step, **TINY).train()
+    images, targets = _batch()
+    assert set(model(images, targets)) == losses
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    sgd_steps(model, images, targets, steps=2)
+    changed = {
+        name.split(".")[0]
+        for name, p in model.named_parameters()
+        if not torch.equal(p.detach(), before[name])
+    }
+    assert changed == trained
+    assert len(model.eval()([images[0]])) == 1  # eval mode is untouched by the step
