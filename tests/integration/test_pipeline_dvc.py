@@ -21,6 +21,8 @@ from tests.integration.tiny import tiny_params, write_params
 
 # What dvc.yaml's stages depend on, copied so the temp project is a self-contained repo.
 PROJECT_FILES = ["dvc.yaml", ".dvcignore"]
+# The detection chain's last stage: `dvc repro` of it runs validate ... register@faster_rcnn.
+DETECTION_CHAIN = "bench_detectors"
 PROJECT_DIRS = ["platform", "models", "pipelines", "bench"]
 
 
@@ -69,7 +71,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str):
 
 def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
     root, env, bin_dir = project
-    first = _run([f"{bin_dir}/dvc", "repro"], root, env)
+    first = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     metrics = json.loads((root / "metrics" / "faster_rcnn.json").read_text())
@@ -93,7 +95,7 @@ def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
     champion = client.get_model_version_by_alias("sightline-detector", "champion")
     assert champion.tags["family"] == "faster_rcnn" and champion.run_id == run.info.run_id
 
-    second = _run([f"{bin_dir}/dvc", "repro"], root, env)
+    second = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert second.returncode == 0, second.stderr
     assert "Data and pipelines are up to date" in second.stdout
     assert len(client.search_runs([experiment.experiment_id])) == 2, "no new run on a no-op"
@@ -107,7 +109,7 @@ def test_a_broken_dataset_stops_at_validate_and_loses_nothing(project) -> None:
     coco["annotations"][0]["bbox"][2] = 0  # zero-width box
     annotations.write_text(json.dumps(coco))
 
-    broken = _run([f"{bin_dir}/dvc", "repro"], root, env)
+    broken = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert broken.returncode != 0
     output = broken.stdout + broken.stderr
     assert "validate" in output and "failed" in output.lower()
