@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from sightline.config import IdentityData
 from sightline.data.detection import load_rgb_image
 from sightline.data.errors import DatasetError
 
@@ -150,6 +151,25 @@ def split_by_identity(
     return IdentitySplits(
         train=sorted(train), val=sorted(val), unseen=sorted(unseen), impostor=sorted(impostor)
     )
+
+
+def load_identity_splits(
+    cfg: IdentityData, project_root: Path, min_unseen_images: int
+) -> tuple[list[IdentityRecord], IdentitySplits]:
+    """The configured dataset's records and its identity splits, as every stage computes them
+    (train, γ calibration, evaluation, validation): `min_unseen_images` is the largest number
+    of enrolled templates plus one query."""
+    root = cfg.root if cfg.root.is_absolute() else Path(project_root) / cfg.root
+    records = read_identity_folders(root)
+    splits = split_by_identity(
+        records,
+        val_fraction=cfg.val_fraction,
+        unseen_fraction=cfg.unseen_fraction,
+        impostor_fraction=cfg.impostor_fraction,
+        min_unseen_images=min_unseen_images,
+        seed=cfg.split_seed,
+    )
+    return records, splits
 
 
 def _share(fraction: float, total: int) -> int:

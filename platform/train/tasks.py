@@ -79,6 +79,55 @@ ADAPTERS: dict[str, TaskAdapter] = {
 }
 
 
+def _identity_dataset(job: TrainJob) -> Dataset:
+    """The training identities' images (labels 0..P-1, the identities in sorted order)."""
+    from sightline.config import IdentityData
+    from sightline.data.identity import IdentityDataset, load_identity_splits
+
+    data = IdentityData.model_validate(job.data)
+    records, splits = load_identity_splits(
+        data, Path(job.project_root), job.task_options["min_unseen_images"]
+    )
+    return IdentityDataset(
+        splits.records(records, "train"), image_size=data.image_size, channels=data.channels
+    )
+
+
+def _identity_loader(
+    job: TrainJob, dataset: Dataset, collate: Callable[[list[Any]], Batch], rank: int, world: int
+) -> DataLoader:
+    """P identities x K images per batch (positives and negatives in every batch), each rank
+    its own batches of one shared shuffle."""
+    from sightline.data.identity import IdentityBatchSampler
+
+    sampler = IdentityBatchSampler(
+        dataset.labels,  # type: ignore[attr-defined]
+        identities_per_batch=job.task_options["identities_per_batch"],
+        images_per_identity=job.task_options["images_per_identity"],
+        seed=job.seed,
+        num_replicas=world,
+        rank=rank,
+    )
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+
+def _identity_collate(batch: list[tuple[torch.Tensor, int]]) -> Batch:
+    images, labels = zip(*batch, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _identity_losses(
+    model: nn.Module, batch: Batch, device: torch.device
+) -> dict[str, torch.Tensor]:
+    images, labels = batch
+    return model(images.to(device), {"labels": labels.to(device)})
+
+
+ADAPTERS["embed"] = TaskAdapter(
+    _identity_dataset, _identity_collate, _identity_losses, loader=_identity_loader
+)
+
+
 def adapter_for(task: str) -> TaskAdapter:
     try:
         return ADAPTERS[task]

@@ -1,0 +1,183 @@
+"""The identification group (embed): a folder-per-identity dataset split by identity,
+γ calibrated on the validation identities after training, verification and identification
+metrics on identities the network never saw.
+
+Splits (sightline.data.identity): `train` identities fit the network (`num_classes` = their
+number, for classifier_embed's head); `val` identities calibrate γ for
+`identification.target_far` on every pair of their images; `unseen` identities are enrolled
+with k templates each and queried with the rest (top1, dir_at_far_1e-2), `impostor` identities
+are never enrolled (the open set). Verification metrics use every pair of unseen and impostor
+images. `class_names` stays empty: embedders have no output classes, and a training set of
+thousands of people would bloat model.json, the MLflow metadata and /v1/models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sightline.artifacts import ModelRecord
+from sightline.config import Settings, SettingsError
+from sightline.data.identity import IdentityDataset, IdentitySplits, load_identity_splits
+from sightline.evaluate.identification import (
+    METRIC_NAMES,
+    calibrate_gamma,
+    dir_at_far,
+    eer,
+    embed_batches,
+    pair_distances,
+    roc_auc,
+    split_enroll_query,
+    tar_at_far,
+    top1_accuracy,
+)
+from sightline.workloads import Evaluation, TrainingData
+
+EMBED_BATCH = 128
+PROJECTED_IDENTITIES = 12
+# Metrics reported per number of enrolled templates k: `<name>_k<k>`.
+PER_K = ("top1", "dir_at_far_1e-2")
+
+
+def min_unseen_images(settings: Settings) -> int:
+    """An unseen identity is enrolled with up to max(enroll_k) templates and queried once more."""
+    return max(settings.identification.enroll_k) + 1
+
+
+def identity_splits(settings: Settings) -> tuple[list[Any], IdentitySplits]:
+    return load_identity_splits(
+        settings.identity_data, settings.project_root, min_unseen_images(settings)
+    )
+
+
+def embedder_params(settings: Settings, family: str) -> dict[str, Any]:
+    """`models.<family>` with the input size and channels of `identity_data`: the network, the
+    data pipeline, γ and the server all see faces prepared the same way."""
+    params = settings.model_params(family)
+    data = settings.identity_data
+    for key, value in (("image_size", data.image_size), ("channels", data.channels)):
+        if key in params and params[key] != value:
+            raise SettingsError(
+                f"models.{family}.{key} is {params[key]} but identity_data.{key} is {value}; "
+                f"set it in identity_data only"
+            )
+        params[key] = value
+    return params
+
+
+def _embed(settings: Settings, model: nn.Module, records: list[Any]) -> tuple[np.ndarray, Any]:
+    data = settings.identity_data
+    dataset = IdentityDataset(records, image_size=data.image_size, channels=data.channels)
+    names = np.array(sorted(dataset.identity_index, key=dataset.identity_index.__getitem__))
+    embeddings, labels = embed_batches(model, DataLoader(dataset, batch_size=EMBED_BATCH))
+    return embeddings, names[labels]
+
+
+class IdentificationWorkload:
+    group = "identification"
+    headline_metrics = ("dir_at_far_1e-2", "top1")
+
+    def training_data(self, settings: Settings, family: str) -> TrainingData:
+        _, splits = identity_splits(settings)
+        options = settings.identification
+        return TrainingData(
+            num_classes=len(splits.train),
+            class_names=[],
+            category_ids=[],
+            data_root=settings.path(settings.identity_data.root),
+            model_params=embedder_params(settings, family),
+            task_options={
+                "identities_per_batch": options.identities_per_batch,
+                "images_per_identity": options.images_per_identity,
+                "min_unseen_images": min_unseen_images(settings),
+            },
+        )
+
+    def after_training(
+        self, settings: Settings, model: nn.Module, record: ModelRecord
+    ) -> dict[str, Any]:
+        """γ for `identification.target_far` on every pair of validation images."""
+        records, splits = identity_splits(settings)
+        embeddings, labels = _embed(settings, model, splits.records(records, "val"))
+        genuine, impostor = pair_distances(embeddings, labels, seed=settings.seed)
+        target = settings.identification.target_far
+        threshold = calibrate_gamma(genuine, impostor, target)
+        return {
+            "gamma": threshold.gamma,
+            "target_far": target,
+            "rule": settings.identification.rule,
+            "val_tar_at_gamma": threshold.tar,
+        }
+
+    def evaluate(
+        self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
+    ) -> Evaluation:
+        options = settings.identification
+        records, splits = identity_splits(settings)
+        known, known_labels = _embed(settings, model, splits.records(records, "unseen"))
+        strangers, stranger_labels = _embed(settings, model, splits.records(records, "impostor"))
+
+        # Verification: every pair of images of the unseen and impostor people.
+        everyone = np.concatenate([known, strangers])
+        genuine, impostor = pair_distances(
+            everyone, np.concatenate([known_labels, stranger_labels]), seed=settings.seed
+        )
+        metrics = {
+            "roc_auc": roc_auc(genuine, impostor),
+            "eer": eer(genuine, impostor),
+            "tar_at_far_1e-2": tar_at_far(genuine, impostor, 1e-2),
+            "tar_at_far_1e-3": tar_at_far(genuine, impostor, 1e-3),
+        }
+        gamma = record.extras.get("gamma")
+        if gamma is not None:  # how the γ stored with the model does on people it never saw
+            metrics["far_at_gamma"] = float(np.mean(impostor < gamma))
+            metrics["tar_at_gamma"] = float(np.mean(genuine < gamma))
+
+        # Identification: k templates enrolled per unseen person, the rest are queries.
+        for k in options.enroll_k:
+            enroll, query = split_enroll_query(known_labels, k, settings.seed)
+            gallery = (known[enroll], known_labels[enroll])
+            queries = (known[query], known_labels[query])
+            metrics[f"top1_k{k}"] = top1_accuracy(*gallery, *queries, options.rule)
+            metrics[f"dir_at_far_1e-2_k{k}"] = dir_at_far(
+                *gallery, *queries, strangers, 1e-2, options.rule
+            )
+        for name in PER_K:
+            metrics[name] = metrics[f"{name}_k{options.headline_k}"]
+
+        figures = {}
+        if with_figures:
+            from sightline.evaluate import identification_plots as plots
+
+            figures = {
+                "roc.png": plots.roc_figure(genuine, impostor, gamma),
+                "det.png": plots.det_figure(genuine, impostor),
+                "distances.png": plots.distance_histogram_figure(genuine, impostor, gamma),
+                "embeddings_2d.png": plots.projection_figure(
+                    known, known_labels, PROJECTED_IDENTITIES
+                ),
+            }
+        return Evaluation(metrics=metrics, figures=figures)
+
+    def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        per_k = tuple(f"{name}_k" for name in PER_K)
+        names = [*METRIC_NAMES, *(name for name in metrics if name.startswith(per_k))]
+        return {name: metrics[name] for name in names if name in metrics}
+
+    def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
+        """The unseen and impostor images and the enrollment rule the metrics were measured on."""
+        records, splits = identity_splits(settings)
+        scored = splits.records(records, "unseen") + splits.records(records, "impostor")
+        root = settings.path(settings.identity_data.root)
+        digest = hashlib.sha1(
+            "\n".join(f"{r.identity}/{r.path.relative_to(root)}" for r in scored).encode()
+        ).hexdigest()[:12]
+        options = settings.identification
+        return f"identities:{digest}:k={options.headline_k}:rule={options.rule}"
+
+
+WORKLOAD = IdentificationWorkload()
