@@ -1,8 +1,9 @@
-"""DVC stage: check the detection dataset with Great Expectations before anything trains on it.
+"""DVC stages `validate` and `validate_otdr`: check a task group's dataset with Great
+Expectations before anything trains on it.
 
-    python -m sightline.pipelines.validate [--params params.yaml]
+    python -m sightline.pipelines.validate [--group detection|otdr] [--params params.yaml]
 
-Writes reports/validation/detection.json (under the project root) and exits 1, after printing
+Writes reports/validation/<group>.json (under the project root) and exits 1, after printing
 each failing expectation with example rows to stderr, when the data is not fit to train on.
 """
 
@@ -10,31 +11,59 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from rich.console import Console
 
 from sightline.config import Settings
 from sightline.stage import run_stage
-from sightline.validate.detection import validate_detection_dataset
+from sightline.validate.report import ValidationReport
 
-REPORT_PATH = "reports/validation/detection.json"
+
+def _detection(settings: Settings) -> ValidationReport:
+    from sightline.validate.detection import validate_detection_dataset
+
+    data = settings.detection_data
+    return validate_detection_dataset(data, settings.project_root, list(data.splits))
+
+
+def _otdr(settings: Settings) -> ValidationReport:
+    from sightline.validate.otdr import validate_otdr_dataset
+
+    data = settings.otdr_data
+    return validate_otdr_dataset(data, settings.project_root, list(data.splits))
+
+
+VALIDATORS: dict[str, Callable[[Settings], ValidationReport]] = {
+    "detection": _detection,
+    "otdr": _otdr,
+}
+
+
+def report_path(group: str) -> str:
+    return f"reports/validation/{group}.json"
 
 
 def stage(settings: Settings, args: argparse.Namespace) -> int:
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    data = settings.detection_data
-    report = validate_detection_dataset(data, settings.project_root, list(data.splits))
-    report_path = report.to_json(settings.path(REPORT_PATH))
+    report = VALIDATORS[args.group](settings)
+    path = report.to_json(settings.path(report_path(args.group)))
     # Failures go to stderr: that is what `dvc repro` shows when the stage stops.
     console = out if report.success else err
     style = None if report.success else "red"
     console.print(report.summary(), style=style, markup=False, soft_wrap=True)
-    console.print(f"report: {report_path}", markup=False, soft_wrap=True)
+    console.print(f"report: {path}", markup=False, soft_wrap=True)
     return 0 if report.success else 1
 
 
+def _group_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--group", choices=sorted(VALIDATORS), default="detection", help="which dataset to check"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_stage(stage, __doc__, argv, per_family=False)
+    return run_stage(stage, __doc__, argv, per_family=False, add_arguments=_group_option)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,20 @@ StageBody = Callable[[Settings, argparse.Namespace], int]
 
 
 def run_stage(
-    body: StageBody, description: str | None, argv: Sequence[str] | None, *, per_family: bool
+    body: StageBody,
+    description: str | None,
+    argv: Sequence[str] | None,
+    *,
+    per_family: bool,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
+    """Parse `--params` (and `--family` per family, plus the stage's own `add_arguments`),
+    load the settings and run `body`."""
     parser = argparse.ArgumentParser(description=description)
     if per_family:
         parser.add_argument("--family", required=True, help="a model family from the registry")
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--params", default=None, help="params.yaml (default: ./params.yaml)")
     args = parser.parse_args(argv)
     try:
