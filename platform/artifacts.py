@@ -2,7 +2,7 @@
 
 artifacts/models/<family>/  state.pt + model.json   (train -> evaluate, register)
 metrics/<family>.json                                (evaluate -> register; DVC metrics)
-reports/registry/<family>.json                       (register: version and champion decision)
+reports/registry/<group>/<family>.json               (register: version and champion decision)
 """
 
 from __future__ import annotations
@@ -59,7 +59,12 @@ def metrics_path(settings: Settings, family: str) -> Path:
 
 
 def registry_report_path(settings: Settings, family: str) -> Path:
-    return settings.path("reports/registry") / f"{family}.json"
+    """reports/registry/<task group>/<family>.json: a group's benchmark depends on its folder."""
+    from sightline.models.registry import TASK_GROUP
+    from sightline.models.registry import family as lookup_family
+
+    group = TASK_GROUP[lookup_family(family).task]
+    return settings.path("reports/registry") / group / f"{family}.json"
 
 
 def save_trained(directory: Path, model: nn.Module, record: ModelRecord) -> None:

@@ -115,6 +115,13 @@ def evaluate(family: str, params: ParamsOption = None) -> None:
 
 
 @app.command()
+def tune(family: str, params: ParamsOption = None) -> None:
+    """Ray Tune search over a family's `tune.spaces` (child runs under one MLflow parent run);
+    the best trial is registered, and becomes champion only if it beats the champion."""
+    _stage("tune", "--family", family, params=params)
+
+
+@app.command()
 def register(family: str, params: ParamsOption = None) -> None:
     """Register a trained family; `champion` moves only if it beats the current one."""
     _stage("register", "--family", family, params=params)
@@ -144,42 +151,46 @@ def serve(params: ParamsOption = None) -> None:
     run(_settings(params), blocking=True)
 
 
-SUMMARY_METRICS = [
-    "map",
-    "map_50",
-    "map_75",
-    "map_small",
-    "map_medium",
-    "map_large",
-    "mar_100",
-    "untrained_map_50",
-    "inference_ms_per_image",
-]
+# Rows of `sightline summary`, per task group (DESIGN.md metric names).
+SUMMARY_METRICS = {
+    "detection": ["map", "map_50", "map_small", "mar_100", "untrained_map_50"],
+    "otdr": ["map_50", "loc_err_m_median", "loc_err_m_rmse", "untrained_map_50"],
+    "identification": ["top1", "dir_at_far_1e-2", "roc_auc", "eer", "untrained_dir_at_far_1e-2"],
+}
 
 
 @app.command()
 def summary(params: ParamsOption = None) -> None:
-    """Print the metrics of every evaluated family and where to look next."""
+    """Print the metrics of every evaluated family, per task group, and where to look next."""
+    from sightline.artifacts import metrics_path, registry_report_path
+
     settings = _settings(params)
-    families = settings.detection.families
-    table = Table(title=f"Sightline: {settings.evaluate.split} metrics (COCO bbox)")
-    table.add_column("metric")
-    for family in families:
-        table.add_column(family, justify="right")
-    results = {
-        family: _read_json(settings.path("metrics") / f"{family}.json") for family in families
-    }
-    for name in SUMMARY_METRICS:
-        table.add_row(name, *[_cell(results[f].get(name)) for f in families])
-    registry = {f: _read_json(settings.path("reports/registry") / f"{f}.json") for f in families}
-    table.add_row(
-        "registered",
-        *[
-            f"v{r['version']}{' (champion)' if r.get('promoted') else ''}" if r else "-"
-            for r in registry.values()
-        ],
-    )
-    console.print(table)
+    shown = 0
+    for group, names in SUMMARY_METRICS.items():
+        families = [
+            f for f in settings.group(group).families if metrics_path(settings, f).is_file()
+        ]
+        if not families:
+            continue
+        shown += 1
+        table = Table(title=f"Sightline {group}: {settings.evaluate.split} metrics")
+        table.add_column("metric")
+        for family in families:
+            table.add_column(family, justify="right")
+        results = {f: _read_json(metrics_path(settings, f)) for f in families}
+        for name in names:
+            table.add_row(name, *[_cell(results[f].get(name)) for f in families])
+        registry = [_read_json(registry_report_path(settings, f)) for f in families]
+        table.add_row(
+            "registered",
+            *[
+                f"v{r['version']}{' (champion)' if r.get('promoted') else ''}" if r else "-"
+                for r in registry
+            ],
+        )
+        console.print(table)
+    if not shown:
+        console.print("No family has been evaluated yet: run `make demo` (or `dvc repro`).")
     console.print(
         "\nCompare runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
         "  -> http://127.0.0.1:5000\n"

@@ -124,6 +124,20 @@ class Identification(FamilyGroup):
         return value
 
 
+class Tune(Strict):
+    """Ray Tune searches (`sightline tune <family>`): ASHA over per-epoch validation scores."""
+
+    families: list[str] = Field(default_factory=list)  # what `dvc repro tuning` searches
+    num_samples: int = Field(4, ge=1)  # trials per search
+    max_concurrent_trials: int = Field(2, ge=1)
+    workers_per_trial: int = Field(1, ge=1)  # Ray Train workers of each trial
+    max_epochs: int = Field(2, ge=1)  # ASHA's max_t
+    grace_period: int = Field(1, ge=1)  # epochs every trial gets before it may be stopped
+    reduction_factor: float = Field(2.0, gt=1)
+    # family -> {"models.<param>" | "train.<field>": {sampler: args}}; see platform/tune/space.py
+    spaces: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+
 class Proposals(Strict):
     """Selective search, run once per dataset version for the proposal-based families."""
 
@@ -184,6 +198,7 @@ class Settings(Strict):
     )
     identification: Identification = Field(default_factory=Identification)
     proposals: Proposals = Field(default_factory=Proposals)
+    tune: Tune = Field(default_factory=Tune)
     train: Train = Field(default_factory=Train)
     evaluate: Evaluate = Field(default_factory=Evaluate)
     serve: Serve = Field(default_factory=Serve)

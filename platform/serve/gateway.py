@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
 from sightline.config import Settings
+from sightline.serve.auth import require_token
 from sightline.serve.errors import add_error_handlers
+from sightline.serve.faces_routes import add_faces_routes
 from sightline.serve.images import decode_image, inference_pixels
 from sightline.serve.schemas import (
     Catalog,
@@ -107,7 +109,21 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
     async def models() -> Models:
         return await all_models()
 
+    @api.post(
+        "/v1/admin/reload",
+        response_model=Models,
+        responses={401: {"model": ErrorResponse, "description": "missing or wrong bearer token"}},
+        dependencies=[Depends(require_token)],
+    )
+    async def reload() -> Models:
+        """Load the registry's current champions (e.g. after `sightline tune`) into every task
+        deployment. Requests in flight finish on the models they started with."""
+        await asyncio.gather(*(handle.reload.remote() for handle in handles.values()))
+        return await all_models()
+
     add_detect_routes(api, config, handles["detection"])
+    if "identification" in handles:
+        add_faces_routes(api, config, handles["identification"])
     return api
 
 

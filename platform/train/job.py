@@ -35,6 +35,9 @@ class TrainJob(BaseModel):
     # where its epochs start in the run's metric history.
     init_state: str | None = None
     epoch_offset: int = 0
+    # The settings (as a dict) to score the model on the validation data after every epoch
+    # with its task group's evaluator (Tune's early stopping reads it); None: no validation.
+    validation_settings: dict[str, Any] | None = None
 
 
 def job_for(
@@ -45,6 +48,7 @@ def job_for(
     run_id: str,
     model_params: dict[str, Any] | None = None,
     task_options: dict[str, Any] | None = None,
+    validate_each_epoch: bool = False,
 ) -> TrainJob:
     """The job a family trains as, from params.yaml (its `models.<family>` block, its group's
     data and `train` blocks); `model_params` replaces the model block once data-derived values
@@ -67,4 +71,5 @@ def job_for(
         proposals_path=str(proposals_path(settings, "train"))
         if registered.uses_proposals
         else None,
+        validation_settings=settings.model_dump(mode="json") if validate_each_epoch else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,15 @@ def storage_uri(job: TrainJob) -> str:
     return str(path if path.is_absolute() else Path(job.project_root) / path)
 
 
-def fit(job: TrainJob, *, ray_address: str | None = None) -> TrainOutcome:
+def fit(
+    job: TrainJob, *, ray_address: str | None = None, callbacks: Sequence[Any] = ()
+) -> TrainOutcome:
     """Train the job; a family with a multi-step schedule (registry `steps`) trains once per
     step, each step from the previous step's weights, all logging into the job's run."""
     ensure_ray(ray_address)
     steps = lookup_family(job.family).training_steps(job.model_params)
     if not steps:
-        return _fit_once(job, job.model_params, f"{job.family}-{job.run_id[:8]}")
+        return _fit_once(job, job.model_params, f"{job.family}-{job.run_id[:8]}", callbacks)
     outcome, offset = None, 0
     for step, epochs in steps:
         step_job = job.model_copy(
@@ -61,12 +64,15 @@ def fit(job: TrainJob, *, ray_address: str | None = None) -> TrainOutcome:
             }
         )
         params = {**job.model_params, "training_step": step}
-        outcome = _fit_once(step_job, params, f"{job.family}-{job.run_id[:8]}-step{step}")
+        name = f"{job.family}-{job.run_id[:8]}-step{step}"
+        outcome = _fit_once(step_job, params, name, callbacks)
         offset += step_job.train.epochs
     return outcome
 
 
-def _fit_once(job: TrainJob, build_params: dict[str, Any], name: str) -> TrainOutcome:
+def _fit_once(
+    job: TrainJob, build_params: dict[str, Any], name: str, callbacks: Sequence[Any]
+) -> TrainOutcome:
     job = job.model_copy(update={"model_params": build_params})
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -77,6 +83,7 @@ def _fit_once(job: TrainJob, build_params: dict[str, Any], name: str) -> TrainOu
             storage_path=storage_uri(job),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
         ),
     )
     result = trainer.fit()

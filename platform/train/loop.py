@@ -25,6 +25,7 @@ from torch import nn
 from sightline.models import build_model
 from sightline.train.job import TrainJob
 from sightline.train.tasks import adapter_for
+from sightline.train.validation import validation_metrics
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -148,6 +149,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - started
         metrics["train_images_per_s"] = images * world / max(elapsed, 1e-9)
         metrics["lr"] = scheduler.get_last_lr()[0]
+        if rank == 0 and job.validation_settings is not None:
+            metrics.update(validation_metrics(job, unwrap(model)))
 
         report_checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:

@@ -13,6 +13,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,7 @@ from sightline.track.runs import experiment_id
 CLASS_NAMES = ["circle", "square", "triangle", "star", "cross"]
 MAX_UPLOAD_BYTES = 2_000_000
 OTHER_FAMILY = "tiny_detector"
+TOKEN = "test-admin-token"
 
 
 def free_port() -> int:
@@ -104,6 +106,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.setenv("SIGHTLINE_API_TOKEN", TOKEN)
         mlflow.set_tracking_uri(uri)
         yield root
 
@@ -238,3 +241,24 @@ def test_openapi_docs_are_served(api) -> None:
     assert api.get("/docs").status_code == 200
     spec = api.get("/openapi.json").json()
     assert {"/healthz", "/v1/models", "/v1/detect"} <= set(spec["paths"])
+
+
+def test_reload_swaps_in_a_new_champion_without_dropping_requests(api, store) -> None:
+    before = api.get("/v1/models").json()["groups"]["detection"]
+    assert_error(api.post("/v1/admin/reload"), 401, "missing_token")
+    bad = {"Authorization": "Bearer wrong"}
+    assert_error(api.post("/v1/admin/reload", headers=bad), 401, "invalid_token")
+    # A better version is registered (e.g. by `sightline tune`): champion moves in the registry.
+    uri = f"models:/sightline-detector/{before['champion_version']}"
+    promoted = register(uri, group="detection", family="faster_rcnn", metrics={"map": 0.9}, tags={})
+    assert promoted.promoted
+    image = encode(noise_image(64, 48), "PNG")
+    statuses: list[int] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        during = [pool.submit(upload, api, image) for _ in range(12)]
+        reloaded = api.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        statuses = [future.result().status_code for future in during]
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json()["groups"]["detection"]["champion_version"] == promoted.version
+    assert statuses == [200] * len(statuses), "no request dropped while models reloaded"
+    assert upload(api, image).json()["model"]["version"] == promoted.version

@@ -45,7 +45,17 @@ def test_params_can_point_the_pipeline_at_a_voc_dataset(voc_root: Path, tmp_path
 def test_summary_before_any_run_shows_dashes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["summary", "--params", str(_params(tmp_path))])
     assert result.exit_code == 0, result.output
-    assert "faster_rcnn" in result.output and "mlflow ui" in result.output
+    assert "No family has been evaluated yet" in result.output and "mlflow ui" in result.output
+
+
+def test_summary_shows_each_evaluated_family_of_each_group(tmp_path: Path) -> None:
+    path = _params(tmp_path)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "faster_rcnn.json").write_text(json.dumps({"map": 0.25}))
+    result = runner.invoke(app, ["summary", "--params", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Sightline detection" in result.output and "0.250" in result.output
+    assert "Sightline otdr" not in result.output  # nothing evaluated there yet
 
 
 def test_unknown_benchmark_is_named(tmp_path: Path) -> None:

@@ -1,0 +1,109 @@
+"""One tracked training of one family: lineage tags, Ray Train (or nothing to learn), the
+after-training step of its task group (R-CNN's SVMs, γ calibration), the model logged to MLflow.
+
+Used by the `train` stage (one run per family) and by Tune (one child run per trial).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from sightline.artifacts import ModelRecord
+from sightline.config import Settings
+from sightline.models import build_model
+from sightline.models.registry import family as lookup_family
+from sightline.track.lineage import dvc_data_hash, git_commit
+from sightline.track.registry import log_model
+from sightline.track.runs import resume_run, task_group
+from sightline.train.job import job_for
+from sightline.train.launcher import fit
+from sightline.workloads import TrainingData, workload_for
+
+console = Console(stderr=True)
+
+
+@dataclass
+class TrainedFamily:
+    model: nn.Module
+    record: ModelRecord
+    last_metrics: dict[str, Any]
+
+
+def lineage_tags(settings: Settings, data: TrainingData) -> dict[str, str]:
+    return {
+        "git_commit": git_commit(settings.project_root),
+        "dvc_data_hash": dvc_data_hash(settings.project_root, data.data_root),
+        "profile": settings.profile,
+    }
+
+
+def run_params(settings: Settings, family: str, data: TrainingData) -> dict[str, Any]:
+    """What a training run logs as MLflow params."""
+    group = task_group(family)
+    return {
+        "family": family,
+        "model": data.model_params,
+        "train": settings.train_for(group, family).model_dump(mode="json"),
+        "data": settings.data_for(group).model_dump(mode="json"),
+        "task_options": data.task_options,
+        "seed": settings.seed,
+    }
+
+
+def train_and_log(
+    settings: Settings,
+    family: str,
+    data: TrainingData,
+    run_id: str,
+    *,
+    tags: dict[str, str],
+    validate_each_epoch: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> TrainedFamily:
+    """Train `family` into the existing MLflow run `run_id` and log the model there."""
+    fam = lookup_family(family)
+    workload = workload_for(task_group(family))
+    last: dict[str, Any] = {}
+    if fam.trainable:
+        job = job_for(
+            settings,
+            family=family,
+            num_classes=data.num_classes,
+            run_id=run_id,
+            model_params=data.model_params,
+            task_options=data.task_options,
+            validate_each_epoch=validate_each_epoch,
+        )
+        outcome = fit(job, ray_address=settings.ray_address, callbacks=callbacks)
+        model, last = outcome.model, outcome.metrics
+    else:
+        console.print(f"[bold]{family}[/]: nothing to learn; built as is")
+        torch.manual_seed(settings.seed)
+        model = build_model(family, data.num_classes, **data.model_params).eval()
+    record = ModelRecord(
+        family=family,
+        task=fam.task,
+        num_classes=data.num_classes,
+        model_params=data.model_params,
+        class_names=data.class_names,
+        category_ids=data.category_ids,
+        run_id=run_id,
+        model_uri="",
+        tags=tags,
+    )
+    record.extras = workload.after_training(settings, model, record)
+    metadata = {
+        "task": fam.task,
+        "class_names": data.class_names,
+        "category_ids": data.category_ids,
+        **record.extras,
+    }
+    with resume_run(run_id):
+        record.model_uri = log_model(model, family=family, metadata=metadata)
+    return TrainedFamily(model=model, record=record, last_metrics=last)

@@ -1,0 +1,319 @@
+"""One Ray Tune search over a family's params.yaml search space.
+
+The search is one MLflow parent run (`tune-<family>`); every trial is a child run that trains
+through the same Ray Train loop (`train_and_log`), scored on the validation data after every
+epoch so ASHA can stop weak trials early. The family's current params are evaluated as one of
+the trials (the baseline the search must beat). A failed trial (bad config, NaN loss, out of
+memory) is recorded as FAILED with its error and the search goes on. At the end the parent
+records the best config and a plot of the metric against each searched parameter, and the best
+trial's model is registered: `champion` moves only if it beats the champion on the same scope.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from sightline.cluster import ensure_ray
+from sightline.config import Settings, deep_merge
+from sightline.track.registry import PRIMARY_METRIC, Promotion, register
+from sightline.track.runs import (
+    experiment_id,
+    flatten,
+    local_artifact_root,
+    log_metrics,
+    task_group,
+    use_tracking,
+)
+from sightline.train.family_run import lineage_tags, run_params, train_and_log
+from sightline.tune.plots import metric_vs_params_figure
+from sightline.tune.space import parse_space, split_config
+from sightline.workloads import workload_for
+
+# The trial process only waits on its Ray Train workers: it must not hold a CPU they need.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0.01}
+
+
+@dataclass
+class TrialSummary:
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    metric: float | None
+    epochs: int
+    error: str | None = None
+
+
+@dataclass
+class SearchOutcome:
+    family: str
+    metric: str
+    parent_run_id: str
+    trials: list[TrialSummary]
+    best: TrialSummary | None
+    baseline: TrialSummary | None
+    promotion: dict[str, Any] | None
+    wall_time_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trial_settings(settings: Settings, family: str, config: dict[str, Any]) -> Settings:
+    """The settings one trial trains with: the sampled values over the family's params, the
+    search's epoch budget and workers per trial."""
+    group = task_group(family)
+    model_overrides, train_overrides = split_config(config)
+    models = {**settings.models, family: {**settings.model_params(family), **model_overrides}}
+    section = settings.group(group)
+    family_train = deep_merge(
+        section.family_train,
+        {
+            family: {
+                **section.family_train.get(family, {}),
+                **train_overrides,
+                "epochs": settings.tune.max_epochs,
+                "num_workers": settings.tune.workers_per_trial,
+            }
+        },
+    )
+    updated = settings.model_copy(
+        update={"models": models, group: section.model_copy(update={"family_train": family_train})}
+    )
+    return Settings.model_validate(updated.model_dump(mode="json"))  # re-checked as a whole
+
+
+def default_config(settings: Settings, family: str, space: dict[str, Any]) -> dict[str, Any]:
+    """The family's current values of the searched keys (the baseline trial)."""
+    train = settings.train_for(task_group(family), family).model_dump(mode="json")
+    model = settings.model_params(family)
+    return {
+        key: (model.get(key[7:]) if key.startswith("models.") else train.get(key[6:]))
+        for key in space
+    }
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    settings_dump: dict[str, Any],
+    family: str,
+    parent_run_id: str,
+    tracking_uri: str,
+) -> None:
+    """One Tune trial (runs in a Tune trial process): a child run trained and scored."""
+    # The driver's store, whatever this process's environment says (settings read it from env).
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    settings = Settings.model_validate(settings_dump)
+    use_tracking(tracking_uri)
+    client = MlflowClient()
+    group = task_group(family)
+    workload = workload_for(group)
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(
+        parent.info.experiment_id,
+        run_name=f"{family}-trial-{tune.get_context().get_trial_id()}",
+        tags={MLFLOW_PARENT_RUN_ID: parent_run_id, "kind": "tune-trial", "family": family},
+    )
+    run_id = run.info.run_id
+    for key, value in config.items():
+        client.log_param(run_id, f"searched.{key}", str(value))
+    try:
+        chosen = trial_settings(settings, family, config)
+        data = workload.training_data(chosen, family)
+        tags = lineage_tags(chosen, data)
+        for key, value in {**flatten(run_params(chosen, family, data)), **tags}.items():
+            (client.set_tag if key in tags else client.log_param)(run_id, key, value)
+        trained = train_and_log(
+            chosen,
+            family,
+            data,
+            run_id,
+            tags=tags,
+            validate_each_epoch=True,
+            callbacks=[TuneReportCallback()],
+        )
+        final = workload.evaluate(chosen, trained.model, trained.record, with_figures=False)
+        with mlflow.start_run(run_id=run_id):
+            log_metrics({f"final_{k}": v for k, v in final.metrics.items()})
+            mlflow.set_tags(
+                {
+                    "model_uri": trained.record.model_uri,
+                    "eval_scope": workload.eval_scope(chosen, trained.record),
+                }
+            )
+    except Exception as exc:
+        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def run_search(settings: Settings, family: str) -> SearchOutcome:
+    """Search `family`'s space (params.yaml `tune.spaces.<family>`); see the module docstring."""
+    started = time.perf_counter()
+    group = task_group(family)
+    metric = PRIMARY_METRIC[group]
+    space = parse_space(family, settings.tune.spaces.get(family, {}))
+    cfg = settings.tune
+    use_tracking(settings.tracking_uri)
+    exp = experiment_id(
+        group, local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
+    )
+    with mlflow.start_run(
+        experiment_id=exp, run_name=f"tune-{family}", tags={"kind": "tune", "family": family}
+    ) as parent:
+        parent_id = parent.info.run_id
+        mlflow.log_params(flatten({"tune": cfg.model_dump(exclude={"spaces"}), "space": space}))
+    ensure_ray(settings.ray_address)
+    trainable = tune.with_resources(
+        partial(
+            run_trial,
+            settings_dump=settings.model_dump(mode="json"),
+            family=family,
+            parent_run_id=parent_id,
+            tracking_uri=settings.tracking_uri,
+        ),
+        TRIAL_DRIVER_RESOURCES,
+    )
+    baseline_config = default_config(settings, family, space)
+    grid = any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            scheduler=ASHAScheduler(
+                metric=metric,
+                mode="max",
+                max_t=cfg.max_epochs,
+                grace_period=min(cfg.grace_period, cfg.max_epochs),
+                reduction_factor=cfg.reduction_factor,
+            ),
+            # The current params run as a trial too (not with grid search: a grid is exhaustive).
+            search_alg=None
+            if grid
+            else BasicVariantGenerator(points_to_evaluate=[baseline_config]),
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{family}-{parent_id[:8]}",
+            storage_path=str(settings.path(settings.train.storage_path)),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            verbose=1,
+        ),
+    )
+    tuner.fit()
+    return _summarise(settings, family, group, metric, exp, parent_id, baseline_config, started)
+
+
+def _summarise(
+    settings: Settings,
+    family: str,
+    group: str,
+    metric: str,
+    experiment: str,
+    parent_id: str,
+    baseline_config: dict[str, Any],
+    started: float,
+) -> SearchOutcome:
+    client = MlflowClient()
+    children = client.search_runs(
+        [experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'", max_results=1000
+    )
+    trials = [_trial_summary(client, run, metric) for run in children]
+    finished = [t for t in trials if t.status == "FINISHED" and t.metric is not None]
+    best = max(finished, key=lambda t: t.metric, default=None)
+    baseline = next((t for t in finished if _same(t.config, baseline_config)), None)
+    promotion = None
+    with mlflow.start_run(run_id=parent_id):
+        mlflow.log_metrics(
+            {
+                "trials": len(trials),
+                "trials_failed": sum(t.status == "FAILED" for t in trials),
+                "trials_stopped_early": sum(t.status == "KILLED" for t in trials),
+            }
+        )
+        if finished:
+            mlflow.log_figure(
+                metric_vs_params_figure([(t.config, t.metric) for t in finished], metric),
+                f"tune/{metric}_vs_params.png",
+            )
+        if best is not None:
+            mlflow.log_metric(f"best_{metric}", best.metric)
+            mlflow.log_params({f"best.{k}": str(v) for k, v in best.config.items()})
+            mlflow.set_tag("best_run_id", best.run_id)
+            promotion = _register_best(client, group, family, best, parent_id)
+            mlflow.set_tags({"registered_version": promotion.version,
+                             "champion": str(promotion.promoted).lower()})  # fmt: skip
+    return SearchOutcome(
+        family=family,
+        metric=metric,
+        parent_run_id=parent_id,
+        trials=trials,
+        best=best,
+        baseline=baseline,
+        promotion=None
+        if promotion is None
+        else asdict(promotion) | {"describe": promotion.describe()},
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def _trial_summary(client: MlflowClient, run: Run, metric: str) -> TrialSummary:
+    status = run.info.status
+    if status == "RUNNING":  # stopped by ASHA: Tune ended the trial process mid-training
+        client.set_tag(run.info.run_id, "stopped_early", "true")
+        client.set_terminated(run.info.run_id, "KILLED")
+        status = "KILLED"
+    history = client.get_metric_history(run.info.run_id, metric)
+    final = run.data.metrics.get(f"final_{metric}")
+    value = final if final is not None else (history[-1].value if history else None)
+    config = {
+        k[len("searched.") :]: v for k, v in run.data.params.items() if k.startswith("searched.")
+    }
+    return TrialSummary(
+        run_id=run.info.run_id,
+        status=status,
+        config=config,
+        metric=None if value is None or math.isnan(value) else float(value),
+        epochs=len(history),
+        error=run.data.tags.get("error"),
+    )
+
+
+def _same(searched: dict[str, str], baseline: dict[str, Any]) -> bool:
+    return searched == {k: str(v) for k, v in baseline.items()}
+
+
+def _register_best(
+    client: MlflowClient, group: str, family: str, best: TrialSummary, parent_id: str
+) -> Promotion:
+    run = client.get_run(best.run_id)
+    workload = workload_for(group)
+    metrics = {k[len("final_") :]: v for k, v in run.data.metrics.items() if k.startswith("final_")}
+    return register(
+        run.data.tags["model_uri"],
+        group=group,
+        family=family,
+        metrics=workload.registry_metrics(metrics),
+        tags={
+            "run_id": best.run_id,
+            "tune_parent_run_id": parent_id,
+            **{k: run.data.tags[k] for k in ("git_commit", "dvc_data_hash") if k in run.data.tags},
+        },
+        eval_scope=run.data.tags.get("eval_scope", ""),
+    )
