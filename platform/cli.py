@@ -151,6 +151,91 @@ def serve(params: ParamsOption = None) -> None:
     run(_settings(params), blocking=True)
 
 
+@app.command()
+def enroll(
+    name: Annotated[str, typer.Argument(help="the person's identity, e.g. 'Ada Lovelace'")],
+    images: Annotated[list[Path], typer.Argument(help="one or more face images of that person")],
+    url: Annotated[
+        str | None, typer.Option(help="the server (default: http://<serve.host>:<serve.port>)")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="bearer token (default: $SIGHTLINE_API_TOKEN)")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="write into serve.gallery_path directly, no server")
+    ] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Enroll a person's face images for identification, without retraining: through the
+    running server (POST /v1/faces/enroll), or with --local straight into the gallery file
+    with the registered champion embedder."""
+    from sightline.serve.errors import ApiError
+
+    settings = _settings(params)
+    missing = [str(path) for path in images if not path.is_file()]
+    if missing:
+        error(f"no such image file: {', '.join(missing)}")
+        raise typer.Exit(2)
+    try:
+        if local:
+            from sightline.serve.faces import enroll_local  # torch: only when needed
+
+            result = enroll_local(
+                settings.tracking_uri,
+                settings.path(settings.serve.gallery_path),
+                name,
+                images,
+                max_bytes=settings.serve.max_upload_bytes,
+                max_pixels=settings.serve.max_image_pixels,
+            )
+        else:
+            result = _enroll_over_http(
+                url or f"http://{settings.serve.host}:{settings.serve.port}",
+                token or settings.api_token,
+                name,
+                images,
+            )
+    except ApiError as exc:
+        error(exc.message)
+        raise typer.Exit(1) from None
+    model = result["model"]
+    console.print(
+        f"enrolled {result['added']} image(s) of {result['identity']!r} "
+        f"({result['templates']} templates) with {model['name']} v{model['version']}",
+        soft_wrap=True,
+    )
+
+
+def _enroll_over_http(url: str, token: str | None, name: str, images: list[Path]) -> dict:
+    import httpx
+
+    from sightline.serve.errors import ApiError
+
+    files = [("image", (path.name, path.read_bytes())) for path in images]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/v1/faces/enroll",
+            data={"identity": name},
+            files=files,
+            headers=headers,
+            timeout=120,
+        )
+    except httpx.TransportError as exc:
+        raise ApiError(
+            "no_server",
+            f"cannot reach {url} ({exc}); start it with `sightline serve`, or use --local",
+        ) from None
+    body = response.json() if "json" in response.headers.get("content-type", "") else {}
+    if response.status_code != 200:
+        detail = body.get("error", {})
+        raise ApiError(
+            detail.get("code", f"http_{response.status_code}"),
+            f"{response.status_code} {detail.get('message', response.text[:200])}",
+        )
+    return body
+
+
 # Rows of `sightline summary`, per task group (DESIGN.md metric names).
 SUMMARY_METRICS = {
     "detection": ["map", "map_50", "map_small", "mar_100", "untrained_map_50"],

@@ -1,11 +1,12 @@
 """The Ray Serve application: the FastAPI ingress (gateway.py) in front of one deployment per
-task group (detector.py, ...).
+task group (detector.py, faces.py, ...).
 
     build_app(settings)                 -> the bound application, ready for serve.run
     run(settings, blocking=True)        -> start/join Ray, start Serve on settings.serve.host:port,
                                            deploy; when blocking, serve until Ctrl-C
 
-Routes: GET /healthz, GET /v1/models, POST /v1/detect; OpenAPI at /docs. Every error is a JSON
+Routes: GET /healthz, GET /v1/models, POST /v1/detect, POST /v1/faces/{enroll,identify,verify},
+GET /v1/faces, DELETE /v1/faces/{identity}; OpenAPI at /docs. Every error is a JSON
 body {"error": {"code", "message"}} (errors.py); bad input never takes the server down.
 """
 
@@ -19,6 +20,7 @@ from ray.serve import Application
 from sightline.cluster import ensure_ray
 from sightline.config import Settings
 from sightline.serve.detector import Detector
+from sightline.serve.faces import Faces
 from sightline.serve.gateway import ApiConfig, Gateway
 
 APP_NAME = "sightline"
@@ -26,7 +28,13 @@ APP_NAME = "sightline"
 
 def build_app(settings: Settings) -> Application:
     config = ApiConfig.from_settings(settings)
-    return Gateway.bind(config, detection=Detector.bind(config.tracking_uri))
+    return Gateway.bind(
+        config,
+        detection=Detector.bind(config.tracking_uri),
+        identification=Faces.bind(
+            config.tracking_uri, str(settings.path(settings.serve.gallery_path).resolve())
+        ),
+    )
 
 
 def run(settings: Settings, *, blocking: bool = True) -> None:
