@@ -79,6 +79,26 @@ ADAPTERS: dict[str, TaskAdapter] = {
 }
 
 
+def _events1d_dataset(job: TrainJob) -> Dataset:
+    """The train split's traces: (L,) dB tensors and their segment/label targets."""
+    from sightline.config import OTDRData
+    from sightline.data.otdr_dataset import TraceDataset
+
+    data = OTDRData.model_validate(job.data)
+    root = data.root if data.root.is_absolute() else Path(job.project_root) / data.root
+    return TraceDataset.load(root, "train")
+
+
+def _events1d_collate(batch: list[Any]) -> Batch:
+    from sightline.data.otdr_dataset import collate
+
+    return collate(batch)
+
+
+# Traces and targets move to the device exactly as images and box targets do.
+ADAPTERS["events1d"] = TaskAdapter(_events1d_dataset, _events1d_collate, _detection_losses)
+
+
 def _identity_dataset(job: TrainJob) -> Dataset:
     """The training identities' images (labels 0..P-1, the identities in sorted order)."""
     from sightline.config import IdentityData
