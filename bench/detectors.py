@@ -11,14 +11,12 @@ between families are what to read; absolute milliseconds depend on the machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 
-import mlflow
 import torch
-from mlflow import MlflowClient
+from common import publish, train_throughput
 
 from sightline.artifacts import load_trained, model_dir, proposals_for
 from sightline.config import Settings, load_settings
@@ -27,9 +25,8 @@ from sightline.data.proposals import mean_proposals_per_image
 from sightline.evaluate.detection import evaluate_detector
 from sightline.models import FAMILIES
 from sightline.models.selective_search import SelectiveSearch
-from sightline.track.runs import experiment_id, local_artifact_root, use_tracking
+from sightline.track.runs import use_tracking
 
-REPORT = "docs/benchmarks/detectors.md"
 COLUMNS = ["map", "map_50", "map_small", "train_images_per_s", "inference_ms_per_image"]
 SEARCH_SAMPLE = 20  # images timed for selective search (it runs once per dataset version)
 
@@ -42,11 +39,6 @@ class Row:
     parameters: int
     proposals_per_image: float | None
     notes: list[str] = field(default_factory=list)
-
-
-def train_throughput(run_id: str) -> float:
-    history = MlflowClient().get_metric_history(run_id, "train_images_per_s")
-    return statistics.fmean(m.value for m in history) if history else float("nan")
 
 
 def proposals_per_image(model: torch.nn.Module, proposals: dict | None) -> float | None:
@@ -218,19 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verdicts = claims(rows)
     report = markdown(rows, verdicts, args.split, torch.get_num_threads())
-    out = settings.path(REPORT)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    exp = experiment_id(
-        "detection", local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
-    )
-    with mlflow.start_run(
-        experiment_id=exp, run_name="bench-detectors", tags={"kind": "benchmark"}
-    ):
-        for row in rows.values():
-            mlflow.log_metrics({f"{row.family}.{k}": v for k, v in row.metrics.items() if v == v})
-            mlflow.log_metric(f"{row.family}.parameters", row.parameters)
-        mlflow.log_text(report, "detectors.md")
+    metrics = {f"{r.family}.{k}": v for r in rows.values() for k, v in r.metrics.items()}
+    metrics |= {f"{r.family}.parameters": r.parameters for r in rows.values()}
+    publish(settings, name="detectors", group="detection", report=report, metrics=metrics)
     print(report)
     return 0
 

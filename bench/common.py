@@ -1,0 +1,52 @@
+"""What every benchmark in bench/ shares: training throughput from MLflow, and publishing the
+report (docs/benchmarks/<name>.md plus an MLflow run tagged kind=benchmark).
+
+Benchmarks run as scripts (`python bench/<name>.py`), so this module is imported as `common`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+
+from sightline.config import Settings
+from sightline.track.runs import experiment_id, local_artifact_root, use_tracking
+
+
+def train_throughput(run_id: str, metric: str = "train_images_per_s") -> float:
+    """Mean over the training epochs logged in the family's MLflow run (NaN if none)."""
+    history = MlflowClient().get_metric_history(run_id, metric)
+    return statistics.fmean(m.value for m in history) if history else float("nan")
+
+
+def publish(
+    settings: Settings,
+    *,
+    name: str,
+    group: str,
+    report: str,
+    metrics: Mapping[str, float],
+    figures: Mapping[str, Figure] | None = None,
+) -> Path:
+    """Write docs/benchmarks/<name>.md and log it, with the finite `metrics` (and `figures`),
+    as a run named bench-<name> tagged kind=benchmark in the group's experiment; returns the
+    report's path."""
+    out = settings.path("docs/benchmarks") / f"{name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    use_tracking(settings.tracking_uri)
+    exp = experiment_id(
+        group, local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
+    )
+    with mlflow.start_run(experiment_id=exp, run_name=f"bench-{name}", tags={"kind": "benchmark"}):
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
+        mlflow.log_text(report, f"{name}.md")
+        for file_name, figure in (figures or {}).items():
+            mlflow.log_figure(figure, file_name)
+    return out
