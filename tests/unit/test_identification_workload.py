@@ -154,3 +154,15 @@ def test_eval_scope_names_the_scored_images_and_rule(faces_root: Path) -> None:
     settings.identification.rule = "mean"
     settings.identity_data.split_seed = 1  # other unseen / impostor people
     assert workload.eval_scope(settings, record).split(":")[1] != scope.split(":")[1]
+
+
+def test_pair_metrics_sample_whole_people_beyond_the_image_limit(monkeypatch) -> None:
+    from sightline.workloads import identification
+
+    monkeypatch.setattr(identification, "MAX_PAIR_IMAGES", 50)
+    labels = np.repeat(np.arange(30), 4)  # 120 images of 30 people
+    embeddings = np.random.default_rng(0).normal(size=(120, 3)).astype(np.float32)
+    genuine, impostor = identification.pair_distances_of_people(embeddings, labels, seed=0)
+    people = 50 // 4  # 12 whole people fit
+    assert len(genuine) == people * 6  # all 4-choose-2 genuine pairs of each kept person
+    assert len(genuine) + len(impostor) == (people * 4) * (people * 4 - 1) // 2
