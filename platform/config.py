@@ -181,6 +181,7 @@ class Serve(Strict):
     # smaller input anyway); boxes are mapped back to the upload's pixels.
     max_inference_side: int = 1333
     default_score_threshold: float = 0.5
+    max_trace_samples: int = Field(1_048_576, ge=2)  # longest OTDR trace /v1/otdr/events takes
     # The enrolled faces (identification): a SQLite file in this folder, kept across restarts.
     gallery_path: Path = Path("artifacts/gallery")
 

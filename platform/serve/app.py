@@ -1,13 +1,14 @@
 """The Ray Serve application: the FastAPI ingress (gateway.py) in front of one deployment per
-task group (detector.py, faces.py, ...).
+task group (detector.py, otdr.py, faces.py).
 
     build_app(settings)                 -> the bound application, ready for serve.run
     run(settings, blocking=True)        -> start/join Ray, start Serve on settings.serve.host:port,
                                            deploy; when blocking, serve until Ctrl-C
 
-Routes: GET /healthz, GET /v1/models, POST /v1/detect, POST /v1/faces/{enroll,identify,verify},
-GET /v1/faces, DELETE /v1/faces/{identity}; OpenAPI at /docs. Every error is a JSON
-body {"error": {"code", "message"}} (errors.py); bad input never takes the server down.
+Routes: GET /healthz, GET /v1/models, POST /v1/detect, POST /v1/otdr/events,
+POST /v1/faces/{enroll,identify,verify}, GET /v1/faces, DELETE /v1/faces/{identity}; OpenAPI
+at /docs. Every error is a JSON body {"error": {"code", "message"}} (errors.py); bad input
+never takes the server down.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sightline.config import Settings
 from sightline.serve.detector import Detector
 from sightline.serve.faces import Faces
 from sightline.serve.gateway import ApiConfig, Gateway
+from sightline.serve.otdr import OTDREvents
 
 APP_NAME = "sightline"
 
@@ -31,6 +33,7 @@ def build_app(settings: Settings) -> Application:
     return Gateway.bind(
         config,
         detection=Detector.bind(config.tracking_uri),
+        otdr=OTDREvents.bind(config.tracking_uri),
         identification=Faces.bind(
             config.tracking_uri, str(settings.path(settings.serve.gallery_path).resolve())
         ),

@@ -2,7 +2,8 @@
 
 This module imports no torch or MLflow, so the ingress replica starts light; inference and
 model loading live in the task deployments it calls through handles: `detection` (detector.py)
-and, when deployed, `otdr` and `identification`, whose routes their own modules add.
+and, when deployed, `otdr` (otdr.py, routes in otdr_routes.py) and `identification` (faces.py,
+routes in faces_routes.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sightline.serve.auth import require_token
 from sightline.serve.errors import add_error_handlers
 from sightline.serve.faces_routes import add_faces_routes
 from sightline.serve.images import decode_image, inference_pixels
+from sightline.serve.otdr_routes import add_otdr_routes
 from sightline.serve.schemas import (
     Catalog,
     DetectResponse,
@@ -69,6 +71,7 @@ class ApiConfig:
     max_image_pixels: int
     max_inference_side: int
     default_score_threshold: float
+    max_trace_samples: int = 1_048_576
     api_token: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -79,6 +82,7 @@ class ApiConfig:
             max_image_pixels=settings.serve.max_image_pixels,
             max_inference_side=settings.serve.max_inference_side,
             default_score_threshold=settings.serve.default_score_threshold,
+            max_trace_samples=settings.serve.max_trace_samples,
             api_token=settings.api_token,
         )
 
@@ -124,6 +128,8 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
     add_detect_routes(api, config, handles["detection"])
     if "identification" in handles:
         add_faces_routes(api, config, handles["identification"])
+    if "otdr" in handles:
+        add_otdr_routes(api, config, handles["otdr"])
     return api
 
 

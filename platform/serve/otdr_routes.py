@@ -1,0 +1,226 @@
+"""The OTDR routes of the ingress (no torch here: the gateway stays light).
+
+    POST /v1/otdr/events   a trace -> its events (type, position and extent in metres, score)
+
+A trace is sent either as a Telcordia SR-4731 `.sor` file (multipart file field `file`; read
+here with sightline.data.sor, versions 1 and 2) or as JSON {"samples": [dB, ...],
+"resolution_m": metres per sample}. `?model=<family>` picks a registered family other than the
+champion; `?score_threshold=` drops weaker events (default: serve.default_score_threshold).
+Every bad upload gets a 4xx JSON error naming the problem: an empty or unreadable .sor file (the
+block and field at fault), NaN or infinite samples (their index), resolution_m <= 0, or more
+samples than serve.max_trace_samples.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from sightline.data.sor import SorError, read_sor
+from sightline.serve.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    describe_validation_errors,
+)
+from sightline.serve.schemas import ErrorResponse, ModelRef
+from sightline.serve.uploads import MULTIPART_OVERHEAD_BYTES, capped_stream, has_body
+
+FILE_FIELD = "file"
+HOW_TO_SEND = (
+    f"send a .sor file as a multipart/form-data file field named {FILE_FIELD!r}, or JSON "
+    '{"samples": [dB, ...], "resolution_m": metres per sample} with Content-Type '
+    "application/json"
+)
+
+
+class TraceBody(BaseModel):
+    """A trace as JSON: one-way dB samples, one every `resolution_m` metres."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        min_length=2, description="one-way dB values (finite), first sample at 0 m"
+    )
+    resolution_m: float = Field(gt=0, allow_inf_nan=False, description="metres per sample")
+
+
+class OTDREvent(BaseModel):
+    type: str = Field(description="face_plate, pass_through, fiber_cut or fiber_end")
+    position_m: float = Field(description="distance of the event's start from the first sample")
+    extent_m: float = Field(description="length of fibre the event covers")
+    score: float
+
+
+class TraceInfo(BaseModel):
+    num_samples: int
+    resolution_m: float
+    length_m: float
+
+
+class OTDREventsResponse(BaseModel):
+    model: ModelRef
+    trace: TraceInfo
+    events: list[OTDREvent] = Field(description="sorted by position")
+
+
+OTDR_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "empty or unreadable .sor file, malformed JSON or form",
+        404: "the requested model family is not loaded",
+        413: "body or trace larger than the limits",
+        415: "neither multipart/form-data nor application/json",
+        422: "invalid JSON trace (e.g. NaN samples, resolution_m <= 0) or query parameter",
+        503: "no champion OTDR model is registered yet",
+    }.items()
+}
+OTDR_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/json": {"schema": TraceBody.model_json_schema()},
+        },
+    }
+}
+
+
+class InvalidTrace(BadRequest):
+    """The JSON trace parsed but breaks the schema (as FastAPI's own body errors: 422)."""
+
+    status_code = 422
+
+
+def trace_from_sor(data: bytes, filename: str) -> tuple[np.ndarray, float]:
+    """Samples (dB) and metres per sample of an uploaded .sor file, or a 400 naming why not."""
+    if not data:
+        raise BadRequest("empty_file", f"{filename} is empty; {HOW_TO_SEND}")
+    try:
+        trace = read_sor(data)
+    except SorError as exc:
+        problem = str(exc).removeprefix(f"{exc.source}: ")
+        raise BadRequest(
+            "invalid_sor", f"{filename} is not a readable SR-4731 .sor file: {problem}"
+        ) from None
+    return trace.samples, trace.resolution_m
+
+
+def trace_from_json(data: bytes) -> tuple[np.ndarray, float]:
+    if not data:
+        raise BadRequest("empty_body", f"the request has no body; {HOW_TO_SEND}")
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
+    try:
+        body = TraceBody.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        raise InvalidTrace("invalid_trace", describe_validation_errors(errors)) from None
+    return np.asarray(body.samples, dtype=np.float32), body.resolution_m
+
+
+async def read_sor_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes and file name of the multipart file field `file`."""
+    parser = MultiPartParser(
+        request.headers,
+        capped_stream(request, max_bytes + MULTIPART_OVERHEAD_BYTES),
+        max_files=1,
+        max_fields=16,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequest(
+            "invalid_multipart", f"the multipart body is malformed: {exc.message}"
+        ) from None
+    try:
+        upload = form.get(FILE_FIELD)
+        if not isinstance(upload, UploadFile):
+            found = ", ".join(sorted(set(form.keys()))) or "none"
+            raise BadRequest(
+                "missing_file",
+                f"the multipart body has no file field {FILE_FIELD!r} (fields: {found}); "
+                f"{HOW_TO_SEND}",
+            )
+        return await upload.read(), upload.filename or FILE_FIELD
+    finally:
+        await form.close()
+
+
+async def read_trace(request: Request, max_bytes: int) -> tuple[np.ndarray, float]:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        data, filename = await read_sor_upload(request, max_bytes)
+        return await run_in_threadpool(trace_from_sor, data, filename)
+    if media_type == "application/json":
+        data = b"".join([chunk async for chunk in capped_stream(request, max_bytes)])
+        return await run_in_threadpool(trace_from_json, data)
+    if not media_type and not await has_body(request):
+        raise BadRequest("empty_body", f"the request has no body; {HOW_TO_SEND}")
+    raise UnsupportedMediaType(
+        "unsupported_content_type",
+        f"content type {media_type or '(none)'!r} is not accepted; {HOW_TO_SEND}",
+    )
+
+
+def check_length(samples: np.ndarray, max_samples: int) -> None:
+    if len(samples) > max_samples:
+        raise PayloadTooLarge(
+            "trace_too_long",
+            f"the trace has {len(samples)} samples; the limit is {max_samples} "
+            "(serve.max_trace_samples)",
+        )
+
+
+def add_otdr_routes(api: FastAPI, config: Any, otdr: DeploymentHandle) -> None:
+    """Add POST /v1/otdr/events; `config` is the gateway's ApiConfig, `otdr` a handle to the
+    OTDREvents deployment (otdr.py)."""
+
+    @api.post(
+        "/v1/otdr/events",
+        response_model=OTDREventsResponse,
+        responses=OTDR_ERRORS,
+        openapi_extra=OTDR_REQUEST_BODY,
+    )
+    async def otdr_events(
+        request: Request,
+        score_threshold: Annotated[
+            float | None,
+            Query(ge=0.0, le=1.0, description="drop events scoring below this"),
+        ] = None,
+        model: Annotated[
+            str | None,
+            Query(description="a model family name (see /v1/models); default: the champion"),
+        ] = None,
+    ) -> OTDREventsResponse:
+        """Detect the events of one OTDR trace (a .sor file, or JSON samples + resolution)."""
+        card = (await otdr.catalog.remote()).resolve(model)
+        samples, resolution_m = await read_trace(request, config.max_upload_bytes)
+        check_length(samples, config.max_trace_samples)
+        threshold = config.default_score_threshold if score_threshold is None else score_threshold
+        events = await otdr.detect.remote(samples, resolution_m, card.version, threshold)
+        return OTDREventsResponse(
+            model=card.ref(),
+            trace=TraceInfo(
+                num_samples=len(samples),
+                resolution_m=resolution_m,
+                length_m=len(samples) * resolution_m,
+            ),
+            events=events,
+        )
