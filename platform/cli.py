@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+otdr_app = typer.Typer(help="OTDR traces: detect events in .sor files.", no_args_is_help=True)
+app.add_typer(otdr_app, name="otdr")
 console = Console()
 
 ParamsOption = Annotated[
@@ -97,9 +99,14 @@ def data_voc2coco(
 
 
 @app.command()
-def validate(params: ParamsOption = None) -> None:
-    """Check the detection dataset with Great Expectations (fails on any broken expectation)."""
-    _stage("validate", params=params)
+def validate(
+    params: ParamsOption = None,
+    group: Annotated[
+        str, typer.Option(help="which dataset: detection (COCO / VOC) or otdr (traces)")
+    ] = "detection",
+) -> None:
+    """Check a dataset with Great Expectations (fails on any broken expectation)."""
+    _stage("validate", "--group", group, params=params)
 
 
 @app.command()
@@ -234,6 +241,62 @@ def _enroll_over_http(url: str, token: str | None, name: str, images: list[Path]
             f"{response.status_code} {detail.get('message', response.text[:200])}",
         )
     return body
+
+
+@otdr_app.command("detect")
+def otdr_detect(
+    file: Annotated[Path, typer.Argument(help="a Telcordia SR-4731 .sor file (v1 or v2)")],
+    model: Annotated[
+        str | None, typer.Option(help="a model family (default: the registered champion)")
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="use artifacts/models/<model> (default otdr_detector)"),
+    ] = False,
+    score_threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="default: serve.default_score_threshold")
+    ] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Detect the events of a .sor trace with the registered champion (or a family, or a
+    local trained model) and print them in metres."""
+    from sightline.data.sor import SorError, read_sor
+    from sightline.serve.otdr import detect_events, load_otdr_model  # torch: only when needed
+
+    settings = _settings(params)
+    try:
+        trace = read_sor(file)
+    except SorError as exc:
+        error(str(exc))
+        raise typer.Exit(2) from None
+    try:
+        loaded = load_otdr_model(settings, model, local=local)
+    except (LookupError, FileNotFoundError) as exc:
+        error(str(exc))
+        raise typer.Exit(2) from None
+    threshold = (
+        settings.serve.default_score_threshold if score_threshold is None else score_threshold
+    )
+    events = detect_events(
+        loaded.model, trace.samples, trace.resolution_m, loaded.class_names, threshold
+    )
+    table = Table(
+        title=f"{file.name}: {len(trace.samples)} samples every {trace.resolution_m:.3f} m "
+        f"({trace.length_m / 1000:.2f} km), {trace.wavelength_nm:g} nm",
+        caption=f"{loaded.description}; score >= {threshold:g}; the file's own KeyEvents table "
+        f"lists {len(trace.key_events)} event(s)",
+    )
+    for column in ("#", "type", "position (m)", "extent (m)", "score"):
+        table.add_column(column, justify="left" if column == "type" else "right")
+    for number, event in enumerate(events, start=1):
+        table.add_row(
+            str(number),
+            event.type,
+            f"{event.position_m:.2f}",
+            f"{event.extent_m:.2f}",
+            f"{event.score:.3f}",
+        )
+    console.print(table)
 
 
 # Rows of `sightline summary`, per task group (DESIGN.md metric names).

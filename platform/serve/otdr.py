@@ -1,18 +1,27 @@
 """The OTDR deployment: registered event detectors (registered.py) run on traces.
 
-`detect_events` is also what `sightline otdr detect` runs on a local .sor file.
+`detect_events` and `load_otdr_model` are also what `sightline otdr detect` runs on a .sor file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
 from ray import serve
 from torch import nn
 
+from sightline.artifacts import load_trained, model_dir
+from sightline.config import Settings
 from sightline.serve.otdr_routes import OTDREvent
-from sightline.serve.registered import RegisteredModels
+from sightline.serve.registered import RegisteredModels, family_versions
 from sightline.serve.schemas import Catalog
+from sightline.track.registry import REGISTERED_MODEL, champion_version, load_version
+
+LOCAL_DEFAULT_FAMILY = "otdr_detector"
 
 
 def detect_events(
@@ -66,3 +75,44 @@ class OTDREvents:
         return detect_events(
             loaded.model, samples, resolution_m, loaded.class_names, score_threshold
         )
+
+
+@dataclass(frozen=True)
+class OTDRModel:
+    """A model for `sightline otdr detect`: registered (name vN) or a local trained one."""
+
+    model: nn.Module
+    class_names: list[str]
+    description: str
+
+
+def load_otdr_model(settings: Settings, family: str | None, *, local: bool) -> OTDRModel:
+    """The registry's champion, or the version serving `family` (as `?model=` picks it); with
+    `local`, the model the train stage wrote to artifacts/models/<family>.
+
+    Raises LookupError naming what is registered, or FileNotFoundError for a missing local one.
+    """
+    if local:
+        directory = model_dir(settings, family or LOCAL_DEFAULT_FAMILY)
+        model, record = load_trained(directory)
+        if record.task != "events1d":
+            raise LookupError(f"{directory} holds a {record.task} model, not an OTDR one")
+        return OTDRModel(model, record.class_names, f"{record.family} (local, {directory})")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    name = REGISTERED_MODEL["otdr"]
+    champion = champion_version(client, name)
+    champion_number = str(champion.version) if champion is not None else None
+    served = family_versions(client.search_model_versions(f"name = '{name}'"), champion_number)
+    number = champion_number if family is None else served.get(family)
+    if number is None:
+        wanted = "champion" if family is None else f"{family!r} version"
+        raise LookupError(
+            f"{name} has no {wanted} in {settings.tracking_uri} (registered families: "
+            f"{', '.join(sorted(served)) or 'none'}); run `dvc repro register_otdr`, or use "
+            "--local for a model under artifacts/models"
+        )
+    loaded = load_version("otdr", number)
+    return OTDRModel(
+        loaded.model, loaded.class_names, f"{name} v{loaded.version} ({loaded.family})"
+    )
