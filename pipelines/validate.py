@@ -1,7 +1,8 @@
-"""DVC stages `validate` and `validate_otdr`: check a task group's dataset with Great
-Expectations before anything trains on it.
+"""DVC stages `validate`, `validate_otdr` and `validate_identity`: check a task group's dataset
+with Great Expectations before anything trains on it.
 
-    python -m sightline.pipelines.validate [--group detection|otdr] [--params params.yaml]
+    python -m sightline.pipelines.validate [--group detection|otdr|identification]
+                                           [--params params.yaml]
 
 Writes reports/validation/<group>.json (under the project root) and exits 1, after printing
 each failing expectation with example rows to stderr, when the data is not fit to train on.
@@ -34,9 +35,18 @@ def _otdr(settings: Settings) -> ValidationReport:
     return validate_otdr_dataset(data, settings.project_root, list(data.splits))
 
 
+def _identification(settings: Settings) -> ValidationReport:
+    from sightline.validate.identity import validate_identity_dataset
+
+    # Unseen people are enrolled with up to max(enroll_k) templates and queried once more.
+    min_unseen = max(settings.identification.enroll_k) + 1
+    return validate_identity_dataset(settings.identity_data, settings.project_root, min_unseen)
+
+
 VALIDATORS: dict[str, Callable[[Settings], ValidationReport]] = {
     "detection": _detection,
     "otdr": _otdr,
+    "identification": _identification,
 }
 
 

@@ -102,7 +102,11 @@ def data_voc2coco(
 def validate(
     params: ParamsOption = None,
     group: Annotated[
-        str, typer.Option(help="which dataset: detection (COCO / VOC) or otdr (traces)")
+        str,
+        typer.Option(
+            help="which dataset: detection (COCO / VOC), otdr (traces) or identification "
+            "(one folder per person)"
+        ),
     ] = "detection",
 ) -> None:
     """Check a dataset with Great Expectations (fails on any broken expectation)."""

@@ -12,7 +12,7 @@ import yaml
 
 from sightline.config import IdentityData
 from sightline.data.synth.identity import SynthIdentity, generate, identity_name
-from sightline.pipelines.validate_identity import main
+from sightline.pipelines.validate import main
 from sightline.validate.identity import identity_key, validate_identity_dataset
 from sightline.validate.report import ExpectationOutcome, ValidationReport
 
@@ -102,11 +102,12 @@ def test_a_dataset_that_cannot_be_split_fails_with_the_reason(faces: Path, probl
 def test_the_stage_writes_the_report_and_exits_1_on_failure(faces: Path, capsys) -> None:
     params = faces.parent / "params.yaml"
     params.write_text(yaml.safe_dump({"identity_data": {"root": "faces"}}))
-    assert main(["--params", str(params)]) == 0
-    report_path = faces.parent / "reports" / "validation" / "identity.json"
+    args = ["--group", "identification", "--params", str(params)]
+    assert main(args) == 0
+    report_path = faces.parent / "reports" / "validation" / "identification.json"
     assert json.loads(report_path.read_text())["success"] is True
 
     shutil.copy(faces / identity_name(1) / "000.png", faces / identity_name(1) / "copy.png")
-    assert main(["--params", str(params)]) == 1
+    assert main(args) == 1
     assert "no duplicate images" in capsys.readouterr().err
     assert json.loads(report_path.read_text())["success"] is False
