@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install demo data test test-unit lint serve clean
+.PHONY: install demo tune data test test-unit lint serve clean
 
 # The environment, rebuilt when pyproject.toml or constraints.txt change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -24,9 +24,16 @@ data: install
 	$(BIN)/sightline data synth
 	$(BIN)/dvc add data --quiet
 
+# The main job: every family of every task group trained, evaluated, registered, benchmarked.
+DEMO_TARGETS := bench_detectors bench_otdr bench_identification
+
 demo: data
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro $(DEMO_TARGETS)
 	$(BIN)/sightline summary
+
+# Ray Tune searches over params.yaml tune.families (after the demo; minutes per family).
+tune: install
+	$(BIN)/dvc repro tuning
 
 test: install
 	$(BIN)/python -m pytest

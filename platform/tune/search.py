@@ -29,6 +29,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from sightline.cluster import ensure_ray
 from sightline.config import Settings, deep_merge
+from sightline.models import build_model
 from sightline.track.registry import PRIMARY_METRIC, Promotion, register
 from sightline.track.runs import (
     experiment_id,
@@ -88,6 +89,7 @@ def trial_settings(settings: Settings, family: str, config: dict[str, Any]) -> S
                 **train_overrides,
                 "epochs": settings.tune.max_epochs,
                 "num_workers": settings.tune.workers_per_trial,
+                "max_failures": 0,  # a failing trial is recorded as failed, not retried
             }
         },
     )
@@ -135,6 +137,7 @@ def run_trial(
     try:
         chosen = trial_settings(settings, family, config)
         data = workload.training_data(chosen, family)
+        build_model(family, data.num_classes, **data.model_params)  # a bad config fails here
         tags = lineage_tags(chosen, data)
         for key, value in {**flatten(run_params(chosen, family, data)), **tags}.items():
             (client.set_tag if key in tags else client.log_param)(run_id, key, value)
@@ -200,7 +203,9 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
             scheduler=ASHAScheduler(
                 metric=metric,
                 mode="max",
-                max_t=cfg.max_epochs,
+                # One past the last epoch: at max_t ASHA stops a trial, which would end it
+                # before its model is scored and logged; trials end by themselves at max_epochs.
+                max_t=cfg.max_epochs + 1,
                 grace_period=min(cfg.grace_period, cfg.max_epochs),
                 reduction_factor=cfg.reduction_factor,
             ),

@@ -1,0 +1,85 @@
+"""Search spaces from params.yaml: parsed into Ray Tune samplers, bad entries named."""
+
+from __future__ import annotations
+
+import pytest
+from ray import tune
+
+from sightline.config import SettingsError, load_settings
+from sightline.tune.search import default_config, trial_settings
+from sightline.tune.space import parse_space, split_config
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return load_settings(REPO_ROOT / "params.yaml")
+
+
+def test_every_space_in_params_parses(settings) -> None:
+    assert {"faster_rcnn", "triplet"} <= set(settings.tune.spaces)
+    for family, raw in settings.tune.spaces.items():
+        assert set(parse_space(family, raw)) == set(raw)
+
+
+def test_samplers_become_tune_domains() -> None:
+    space = parse_space(
+        "faster_rcnn",
+        {
+            "models.anchor_sizes": {"choice": [[16, 32], [8, 16]]},
+            "train.lr": {"loguniform": [0.001, 0.1]},
+            "models.width": {"randint": [8, 33]},
+            "models.representation_size": {"grid": [32, 64]},
+        },
+    )
+    assert isinstance(space["models.anchor_sizes"], tune.search.sample.Categorical)
+    assert space["models.anchor_sizes"].categories == [[16, 32], [8, 16]]
+    assert isinstance(space["train.lr"], tune.search.sample.Float)
+    assert isinstance(space["models.width"], tune.search.sample.Integer)
+    assert space["models.representation_size"] == {"grid_search": [32, 64]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({}, "no search space"),
+        ({"anchor_sizes": {"choice": [1]}}, "keys are 'models.<param>'"),
+        ({"train.speed": {"choice": [1]}}, "`train` has no field 'speed'"),
+        ({"train.lr": {"gaussian": [0, 1]}}, "unknown sampler 'gaussian'"),
+        ({"train.lr": {"uniform": [0.1, 0.01]}}, "low < high"),
+        ({"train.lr": {"loguniform": [0, 0.1]}}, "bounds must be > 0"),
+        ({"train.lr": {"choice": []}}, "non-empty list"),
+        ({"train.lr": {"choice": [1], "grid": [2]}}, "exactly one sampler"),
+    ],
+)
+def test_bad_spaces_name_the_entry(raw: dict, fragment: str) -> None:
+    with pytest.raises(SettingsError, match=r"tune\.spaces\.ssd") as caught:
+        parse_space("ssd", raw)
+    assert fragment in str(caught.value)
+
+
+def test_a_trial_overrides_model_params_and_train_for_its_family_only(settings) -> None:
+    config = {"models.anchor_sizes": [8, 16], "train.lr": 0.005}
+    assert split_config(config) == ({"anchor_sizes": [8, 16]}, {"lr": 0.005})
+    chosen = trial_settings(settings, "faster_rcnn", config)
+    assert chosen.model_params("faster_rcnn")["anchor_sizes"] == [8, 16]
+    assert (
+        chosen.model_params("faster_rcnn")["width"] == settings.model_params("faster_rcnn")["width"]
+    )
+    train = chosen.train_for("detection", "faster_rcnn")
+    assert train.lr == 0.005 and train.epochs == settings.tune.max_epochs
+    assert train.num_workers == settings.tune.workers_per_trial
+    assert train.max_failures == 0  # a failing trial is not retried
+    assert chosen.train_for("detection", "ssd") == settings.train_for("detection", "ssd")
+
+
+def test_the_baseline_trial_is_the_current_params(settings) -> None:
+    space = parse_space("triplet", settings.tune.spaces["triplet"])
+    baseline = default_config(settings, "triplet", space)
+    assert baseline["train.lr"] == settings.train_for("identification", "triplet").lr
+    assert baseline["models.margin"] == settings.model_params("triplet").get("margin")
+
+
+def test_a_bad_value_in_a_trial_is_named(settings) -> None:
+    with pytest.raises(ValueError, match=r"family_train\.faster_rcnn"):
+        trial_settings(settings, "faster_rcnn", {"train.lr": "fast"})
