@@ -140,7 +140,9 @@ def register(family: str, params: ParamsOption = None) -> None:
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="which benchmark: detectors")],
+    name: Annotated[
+        str, typer.Argument(help="a script in bench/: detectors, otdr, identification, tuning")
+    ],
     params: ParamsOption = None,
 ) -> None:
     """Run a benchmark from bench/ (results in docs/benchmarks/<name>.md and MLflow)."""
