@@ -118,7 +118,9 @@ def register(
     previous_value = float(current.tags[f"metric.{metric}"]) if current is not None else None
     # A champion registered before scopes were recorded is taken to share this one.
     comparable = current is None or current.tags.get("eval_scope", eval_scope) == eval_scope
-    promoted = previous_value is None or (comparable and metrics[metric] > previous_value)
+    # Compared as stored in the tags (6 decimals): the same score registered again is a tie.
+    value = float(version_tags[f"metric.{metric}"])
+    promoted = previous_value is None or (comparable and value > previous_value)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     return Promotion(
