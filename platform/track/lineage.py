@@ -41,6 +41,8 @@ def dvc_data_hash(project_root: Path, dataset_root: Path) -> str:
     dataset_root = dataset_root.resolve()
     project_root = project_root.resolve()
     for folder in [dataset_root, *dataset_root.parents]:
+        if not folder.name:  # the filesystem root: the data lies outside any tracked folder
+            break
         dvc_file = folder.with_name(folder.name + ".dvc")
         if dvc_file.is_file():
             outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])

@@ -22,6 +22,12 @@ def test_untracked_data_is_reported_as_unknown(tmp_path: Path) -> None:
     assert dvc_data_hash(tmp_path, tmp_path / "elsewhere") == UNKNOWN
 
 
+def test_data_outside_the_project_is_unknown(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "faces" / "ada").mkdir(parents=True)  # e.g. identity_data.root: /data/faces
+    assert dvc_data_hash(tmp_path / "project", tmp_path / "faces") == UNKNOWN
+
+
 def test_git_commit_marks_uncommitted_changes(tmp_path: Path) -> None:
     assert git_commit(tmp_path) == UNKNOWN
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
