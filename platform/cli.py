@@ -148,8 +148,9 @@ def bench(
     """Run a benchmark from bench/ (results in docs/benchmarks/<name>.md and MLflow)."""
     settings = _settings(params)
     script = settings.path("bench") / f"{name}.py"
-    if not script.is_file():
-        known = sorted(p.stem for p in script.parent.glob("*.py"))
+    # bench/common.py holds the scripts' shared helpers; it is not a benchmark.
+    known = sorted(p.stem for p in script.parent.glob("*.py") if p.stem != "common")
+    if name not in known:
         error(f"no benchmark {name!r}; have {known}")
         raise typer.Exit(2)
     command = [sys.executable, str(script)] + (["--params", str(params)] if params else [])
