@@ -41,7 +41,7 @@ from sightline.track.runs import (
 )
 from sightline.train.family_run import lineage_tags, run_params, train_and_log
 from sightline.tune.plots import metric_vs_params_figure
-from sightline.tune.space import parse_space, split_config
+from sightline.tune.space import encode_value, parse_space, split_config
 from sightline.workloads import workload_for
 
 # The trial process only waits on its Ray Train workers: it must not hold a CPU they need.
@@ -104,7 +104,7 @@ def default_config(settings: Settings, family: str, space: dict[str, Any]) -> di
     train = settings.train_for(task_group(family), family).model_dump(mode="json")
     model = settings.model_params(family)
     return {
-        key: (model.get(key[7:]) if key.startswith("models.") else train.get(key[6:]))
+        key: encode_value(model.get(key[7:]) if key.startswith("models.") else train.get(key[6:]))
         for key in space
     }
 

@@ -10,6 +10,7 @@ Each key names what it tunes: `models.<hyper-parameter>` (the family's `models` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,8 @@ def _sampler(where: str, key: str, spec: Any) -> Any:
     if not isinstance(args, list) or not args:
         raise SettingsError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
     if kind in ("choice", "grid"):
-        return tune.choice(args) if kind == "choice" else tune.grid_search(args)
+        values = [encode_value(v) for v in args]
+        return tune.choice(values) if kind == "choice" else tune.grid_search(values)
     if len(args) != 2 or not all(isinstance(v, int | float) for v in args) or args[0] >= args[1]:
         raise SettingsError(f"{where}.{kind}: expected [low, high] numbers with low < high")
     if kind == "loguniform" and args[0] <= 0:
@@ -52,8 +54,19 @@ def _sampler(where: str, key: str, spec: Any) -> Any:
     )
 
 
+def encode_value(value: Any) -> Any:
+    """Lists (anchor sizes, ratios) travel through Tune as JSON text: Tune reads a list in a
+    config as nested parameters, which breaks preset trials (the baseline)."""
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def decode_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value[:1] in ("[", "{") else value
+
+
 def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A trial's sampled config -> (model hyper-parameter overrides, train overrides)."""
-    models = {k.split(".", 1)[1]: v for k, v in config.items() if k.startswith("models.")}
-    train = {k.split(".", 1)[1]: v for k, v in config.items() if k.startswith("train.")}
+    values = {k: decode_value(v) for k, v in config.items()}
+    models = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("models.")}
+    train = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("train.")}
     return models, train

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from ray import tune
 
@@ -33,7 +35,7 @@ def test_samplers_become_tune_domains() -> None:
         },
     )
     assert isinstance(space["models.anchor_sizes"], tune.search.sample.Categorical)
-    assert space["models.anchor_sizes"].categories == [[16, 32], [8, 16]]
+    assert space["models.anchor_sizes"].categories == ["[16, 32]", "[8, 16]"]  # JSON text
     assert isinstance(space["train.lr"], tune.search.sample.Float)
     assert isinstance(space["models.width"], tune.search.sample.Integer)
     assert space["models.representation_size"] == {"grid_search": [32, 64]}
@@ -59,8 +61,11 @@ def test_bad_spaces_name_the_entry(raw: dict, fragment: str) -> None:
 
 
 def test_a_trial_overrides_model_params_and_train_for_its_family_only(settings) -> None:
-    config = {"models.anchor_sizes": [8, 16], "train.lr": 0.005}
-    assert split_config(config) == ({"anchor_sizes": [8, 16]}, {"lr": 0.005})
+    config = {"models.anchor_sizes": "[8, 16]", "train.lr": 0.005, "models.mining": "semi_hard"}
+    assert split_config(config) == (
+        {"anchor_sizes": [8, 16], "mining": "semi_hard"},
+        {"lr": 0.005},
+    )
     chosen = trial_settings(settings, "faster_rcnn", config)
     assert chosen.model_params("faster_rcnn")["anchor_sizes"] == [8, 16]
     assert (
@@ -83,3 +88,21 @@ def test_the_baseline_trial_is_the_current_params(settings) -> None:
 def test_a_bad_value_in_a_trial_is_named(settings) -> None:
     with pytest.raises(ValueError, match=r"family_train\.faster_rcnn"):
         trial_settings(settings, "faster_rcnn", {"train.lr": "fast"})
+
+
+def test_the_baseline_runs_as_a_preset_trial_with_list_values(settings) -> None:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    space = parse_space("faster_rcnn", settings.tune.spaces["faster_rcnn"])
+    baseline = default_config(settings, "faster_rcnn", space)
+    assert baseline["models.anchor_sizes"] == json.dumps(
+        settings.model_params("faster_rcnn")["anchor_sizes"]
+    )
+    search = BasicVariantGenerator(points_to_evaluate=[baseline])
+    search.add_configurations({"baseline": {"run": _noop_trial, "config": space, "num_samples": 2}})
+    first = search.next_trial()
+    assert first is not None and first.config == baseline
+
+
+def _noop_trial(config: dict) -> None:
+    """A trainable to hand Tune's variant generator (nothing runs)."""
