@@ -62,4 +62,13 @@ def run(settings: Settings, *, blocking: bool = True) -> None:
 
 def deploy(settings: Settings) -> None:
     """Deploy (or update in place) the application and wait until it is running."""
+    prepare_tracking_store(settings.tracking_uri)
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+
+
+def prepare_tracking_store(tracking_uri: str) -> None:
+    """Create / upgrade the MLflow store's schema once, here, before the task replicas start:
+    several replicas opening a fresh SQLite store at once race on its schema migration."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).search_registered_models(max_results=1)
