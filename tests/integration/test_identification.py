@@ -1,9 +1,10 @@
-"""Identification end to end on real components: the tiny triplet family trained through the
-one Ray Train loop (P x K batches, 2 DDP workers), γ calibrated and stored with the model,
-evaluated and registered in a temp MLflow store, served by Ray Serve on loopback, and the
-/v1/faces routes exercised over real HTTP (enroll -> identify at once -> verify -> delete, bad
-input, tokens) and across a redeploy (the gallery persists). Then the same stages on a
-folder-per-identity dataset given by path (JPEG, grey and odd-sized images, as real data is).
+"""Identification end to end on real components, on a folder-per-identity dataset given by
+path outside the project (JPEG, grey and odd-sized images, as real data comes): validated, the
+tiny triplet family trained through the one Ray Train loop (P x K batches, 2 DDP workers), γ
+calibrated and stored with the model, evaluated and registered in a temp MLflow store, served by
+Ray Serve on loopback, and the /v1/faces routes exercised over real HTTP (enroll -> identify at
+once -> verify -> delete, bad input, tokens, the CLI) and across a redeploy (the gallery
+persists).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typer.testing import CliRunner
 
 from sightline.cli import app as cli
 from sightline.config import load_settings
-from sightline.data.synth.identity import SynthIdentity, generate, render_identity_image
+from sightline.data.synth.identity import SynthIdentity, render_identity_image
 from sightline.pipelines import evaluate, register, train, validate
 from sightline.serve.app import APP_NAME, deploy, run
 from sightline.workloads.identification import identity_splits
@@ -52,10 +53,7 @@ def write_project(root: Path, data_root: Path, port: int) -> Path:
             "images_per_identity": 3,
             "train": {"epochs": 2, "num_workers": 2, "lr": 0.05, "warmup_iters": 1},
         },
-        "models": {
-            "triplet": {**TINY_EMBEDDER, "margin": 0.2, "mining": "batch_hard"},
-            "classifier_embed": TINY_EMBEDDER,
-        },
+        "models": {"triplet": {**TINY_EMBEDDER, "margin": 0.2, "mining": "batch_hard"}},
         "serve": {"port": port, "gallery_path": str(root / "gallery")},
     }
     path = root / "params.yaml"
@@ -63,10 +61,10 @@ def write_project(root: Path, data_root: Path, port: int) -> Path:
     return path
 
 
-def stages(params: Path, family: str, *, registered: bool = True) -> None:
+def stages(params: Path, family: str) -> None:
     args = ["--family", family, "--params", str(params)]
     assert validate.main(["--group", "identification", "--params", str(params)]) == 0
-    for stage in (train, evaluate, register) if registered else (train, evaluate):
+    for stage in (train, evaluate, register):
         assert stage.main(args) == 0, stage.__name__
 
 
@@ -102,31 +100,27 @@ def write_folder_dataset(root: Path) -> None:
         (folder / "notes.txt").write_text("ignored")
 
 
-# First in the module: Ray Train's two workers need both CPUs, which Serve shares later.
-def test_the_same_pipeline_runs_on_a_folder_dataset_given_by_path(
-    tmp_path: Path, mlflow_store: str, ray_cluster: str
-) -> None:
-    data = tmp_path / "elsewhere" / "my_faces"
-    write_folder_dataset(data)
-    params = write_project(tmp_path, data, free_port())
-    stages(params, "classifier_embed", registered=False)  # on Ray: one class per person
-    settings = load_settings(params)
-    record = json.loads(settings.path("artifacts/models/classifier_embed/model.json").read_text())
-    _, splits = identity_splits(settings)
-    assert record["num_classes"] == len(splits.train)
-    metrics = json.loads(settings.path("metrics/classifier_embed.json").read_text())
-    assert 0.0 <= metrics["top1"] <= 1.0 and 0.0 <= metrics["dir_at_far_1e-2"] <= 1.0
-    report = json.loads(settings.path("reports/validation/identification.json").read_text())
-    assert report["success"] and report["row_counts"] == {"identities": 16, "images": 112}
-
-
 @pytest.fixture(scope="module")
-def project(store: Path, ray_cluster: str) -> Path:
-    """The tiny triplet trained on Ray, evaluated and registered as the champion."""
-    generate(store / "faces", FACES)
-    params = write_project(store, store / "faces", free_port())
+def project(store: Path, tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
+    """The tiny triplet trained on Ray on the folder dataset, evaluated, registered champion."""
+    data = tmp_path_factory.mktemp("photos") / "my_faces"  # not under the project
+    write_folder_dataset(data)
+    params = write_project(store, data, free_port())
     stages(params, "triplet")
     return params
+
+
+def test_the_pipeline_runs_on_a_folder_dataset_given_by_path(project: Path) -> None:
+    settings = load_settings(project)
+    assert not settings.identity_data.root.is_relative_to(settings.project_root)
+    report = json.loads(settings.path("reports/validation/identification.json").read_text())
+    assert report["success"] and report["row_counts"] == {"identities": 16, "images": 112}
+    record = json.loads(settings.path("artifacts/models/triplet/model.json").read_text())
+    _, splits = identity_splits(settings)
+    assert record["num_classes"] == len(splits.train) == 9
+    assert record["tags"]["dvc_data_hash"] == "unknown"  # not versioned by this project
+    metrics = json.loads(settings.path("metrics/triplet.json").read_text())
+    assert 0.0 <= metrics["top1"] <= 1.0 and 0.0 <= metrics["dir_at_far_1e-2"] <= 1.0
 
 
 @pytest.fixture(scope="module")
