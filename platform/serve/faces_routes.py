@@ -32,6 +32,7 @@ from sightline.serve.images import decode_image, inference_pixels
 from sightline.serve.schemas import ErrorResponse, ModelRef
 from sightline.serve.uploads import (
     IMAGE_FIELD,
+    IMAGE_REQUEST_BODY,
     MULTIPART_OVERHEAD_BYTES,
     capped_stream,
     read_image_upload,
@@ -133,21 +134,7 @@ ENROLL_BODY = _multipart_body(
 VERIFY_BODY = _multipart_body(
     {IDENTITY_FIELD: {"type": "string"}, IMAGE_FIELD: FILES}, [IMAGE_FIELD]
 )
-IDENTIFY_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [IMAGE_FIELD],
-                    "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+IDENTIFY_BODY = IMAGE_REQUEST_BODY  # one image, as /v1/detect takes it
 
 
 async def call(method: Any, *args: Any) -> Any:

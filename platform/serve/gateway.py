@@ -32,7 +32,7 @@ from sightline.serve.schemas import (
     ImageSize,
     Models,
 )
-from sightline.serve.uploads import IMAGE_FIELD, read_image_upload
+from sightline.serve.uploads import IMAGE_REQUEST_BODY, read_image_upload
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -44,21 +44,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "invalid query parameter",
         503: "no champion model is registered yet",
     }.items()
-}
-DETECT_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [IMAGE_FIELD],
-                    "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
 }
 
 
@@ -142,7 +127,7 @@ def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandl
         response_model=DetectResponse,
         response_model_exclude_none=True,  # masks/keypoints only for the families that have them
         responses=ERROR_RESPONSES,
-        openapi_extra=DETECT_REQUEST_BODY,
+        openapi_extra=IMAGE_REQUEST_BODY,
     )
     async def detect(
         request: Request,

@@ -21,8 +21,6 @@ from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from sightline.data.sor import SorError, read_sor
 from sightline.serve.errors import (
@@ -32,7 +30,12 @@ from sightline.serve.errors import (
     describe_validation_errors,
 )
 from sightline.serve.schemas import ErrorResponse, ModelRef
-from sightline.serve.uploads import MULTIPART_OVERHEAD_BYTES, capped_stream, has_body
+from sightline.serve.uploads import (
+    MULTIPART_OVERHEAD_BYTES,
+    capped_stream,
+    has_body,
+    read_multipart_file,
+)
 
 FILE_FIELD = "file"
 HOW_TO_SEND = (
@@ -137,30 +140,8 @@ def trace_from_json(data: bytes) -> tuple[np.ndarray, float]:
 
 async def read_sor_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     """The bytes and file name of the multipart file field `file`."""
-    parser = MultiPartParser(
-        request.headers,
-        capped_stream(request, max_bytes + MULTIPART_OVERHEAD_BYTES),
-        max_files=1,
-        max_fields=16,
-    )
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise BadRequest(
-            "invalid_multipart", f"the multipart body is malformed: {exc.message}"
-        ) from None
-    try:
-        upload = form.get(FILE_FIELD)
-        if not isinstance(upload, UploadFile):
-            found = ", ".join(sorted(set(form.keys()))) or "none"
-            raise BadRequest(
-                "missing_file",
-                f"the multipart body has no file field {FILE_FIELD!r} (fields: {found}); "
-                f"{HOW_TO_SEND}",
-            )
-        return await upload.read(), upload.filename or FILE_FIELD
-    finally:
-        await form.close()
+    limit = max_bytes + MULTIPART_OVERHEAD_BYTES
+    return await read_multipart_file(request, limit, FILE_FIELD, "missing_file", HOW_TO_SEND)
 
 
 async def read_trace(request: Request, max_bytes: int) -> tuple[np.ndarray, float]:

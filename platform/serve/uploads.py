@@ -21,6 +21,22 @@ HOW_TO_SEND = (
     f"send the image as a multipart/form-data file field named {IMAGE_FIELD!r} "
     "or as the raw body with an image/* content type"
 )
+# The OpenAPI request body of a route that takes one image this way (/docs).
+IMAGE_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [IMAGE_FIELD],
+                    "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 async def read_image_upload(request: Request, max_bytes: int) -> bytes:
@@ -63,6 +79,15 @@ async def has_body(request: Request) -> bool:
 
 
 async def read_multipart_image(request: Request, limit: int) -> bytes:
+    data, _ = await read_multipart_file(request, limit, IMAGE_FIELD, "missing_image", HOW_TO_SEND)
+    return data
+
+
+async def read_multipart_file(
+    request: Request, limit: int, field: str, missing_code: str, how_to_send: str
+) -> tuple[bytes, str]:
+    """The bytes and file name of the one multipart file field `field` (body capped at
+    `limit`); a malformed body or a missing field is a 400 naming what was found."""
     parser = MultiPartParser(
         request.headers, capped_stream(request, limit), max_files=1, max_fields=16
     )
@@ -73,14 +98,13 @@ async def read_multipart_image(request: Request, limit: int) -> bytes:
             "invalid_multipart", f"the multipart body is malformed: {exc.message}"
         ) from None
     try:
-        upload = form.get(IMAGE_FIELD)
+        upload = form.get(field)
         if not isinstance(upload, UploadFile):
             found = ", ".join(sorted(set(form.keys()))) or "none"
             raise BadRequest(
-                "missing_image",
-                f"the multipart body has no file field {IMAGE_FIELD!r} (fields: {found}); "
-                f"{HOW_TO_SEND}",
+                missing_code,
+                f"the multipart body has no file field {field!r} (fields: {found}); {how_to_send}",
             )
-        return await upload.read()
+        return await upload.read(), upload.filename or field
     finally:
         await form.close()
