@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,17 +30,12 @@ from sightline.data.synth.identity import SynthIdentity, render_identity_image
 from sightline.pipelines import evaluate, register, train, validate
 from sightline.serve.app import APP_NAME, deploy, run
 from sightline.workloads.identification import identity_splits
+from tests.integration.serving import free_port, own_store
 
 TOKEN = "let-me-in"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TINY_EMBEDDER = {"embedding_dim": 8, "width": 4, "stages": 2, "weights": None}
 FACES = SynthIdentity(identities=24, images_per_identity=7, image_size=32, seed=9)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_project(root: Path, data_root: Path, port: int) -> Path:
@@ -71,11 +65,7 @@ def stages(params: Path, family: str) -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("identification")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        env.setenv("SIGHTLINE_API_TOKEN", TOKEN)
-        mlflow.set_tracking_uri(uri)
+    with own_store(root, TOKEN):
         yield root
 
 

@@ -29,8 +29,9 @@ from sightline.data.synth.otdr import generate
 from sightline.data.synth.params import SynthOTDR
 from sightline.pipelines import evaluate, register, train, validate
 from sightline.serve.app import run
+from tests.api import assert_error
 from tests.conftest import REPO_ROOT
-from tests.integration.test_serve_detect import assert_error, free_port
+from tests.integration.serving import free_port, own_store
 from tests.unit.test_otdr_models import TINY
 
 FAMILIES = ["otdr_window", "otdr_detector"]
@@ -59,10 +60,7 @@ def write_project(root: Path, port: int) -> Path:
 def project(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Iterator[Path]:
     """A project whose OTDR stages ran: validate, train, evaluate, register (both families)."""
     root = tmp_path_factory.mktemp("otdr")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
+    with own_store(root):
         params = write_project(root, free_port())
         generate(root / "data" / "otdr", TRACES)
         assert validate.main(["--group", "otdr", "--params", str(params)]) == 0

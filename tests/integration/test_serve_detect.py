@@ -8,7 +8,6 @@ the same weights under a second family name, so `?model=` is exercised without a
 from __future__ import annotations
 
 import io
-import socket
 import struct
 import time
 import zlib
@@ -31,17 +30,13 @@ from sightline.serve.app import run
 from sightline.serve.registered import RETRY_LOAD_AFTER_S
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
+from tests.api import assert_error
+from tests.integration.serving import free_port, own_store
 
 CLASS_NAMES = ["circle", "square", "triangle", "star", "cross"]
 MAX_UPLOAD_BYTES = 2_000_000
 OTHER_FAMILY = "tiny_detector"
 TOKEN = "test-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def register_untrained_detectors(artifact_root: Path) -> None:
@@ -84,13 +79,6 @@ def upload(client: httpx.Client, data: bytes, name: str = "image.png", **params)
     return client.post("/v1/detect", files={"image": (name, data)}, params=params)
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code, body
-    return body["error"]["message"]
-
-
 def assert_valid_detections(body: dict, width: int, height: int, threshold: float) -> None:
     assert body["image"] == {"width": width, "height": height}
     for detection in body["detections"]:
@@ -103,11 +91,7 @@ def assert_valid_detections(body: dict, width: int, height: int, threshold: floa
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("serve-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        env.setenv("SIGHTLINE_API_TOKEN", TOKEN)
-        mlflow.set_tracking_uri(uri)
+    with own_store(root, TOKEN):
         yield root
 
 

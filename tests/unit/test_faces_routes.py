@@ -12,45 +12,25 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import mlflow
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from sightline.models import build_model
-from sightline.serve.errors import add_error_handlers
 from sightline.serve.faces import Faces, gallery_file
 from sightline.serve.faces_routes import MAX_ENROLL_IMAGES, add_faces_routes
-from sightline.serve.gateway import ApiConfig
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
+from tests.api import routes_client
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GAMMA = 0.3
 MAX_UPLOAD = 200_000
-
-
-class InProcessHandle:
-    """`handle.method.remote(*args)` awaited, as the gateway calls a DeploymentHandle."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._target, name)
-
-        class Remote:
-            @staticmethod
-            async def remote(*args: Any) -> Any:
-                return method(*args)
-
-        return Remote
 
 
 def register_embedder(store: Path, image_size: int, gamma: float = GAMMA) -> None:
@@ -83,19 +63,8 @@ def png(pixels: np.ndarray, mode: str = "RGB", fmt: str = "PNG") -> bytes:
 
 def build(store: Path, token: str | None = TOKEN) -> tuple[TestClient, Faces]:
     faces = Faces.func_or_class(mlflow.get_tracking_uri(), str(store / "gallery"))
-    config = ApiConfig(
-        tracking_uri=mlflow.get_tracking_uri(),
-        max_upload_bytes=MAX_UPLOAD,
-        max_image_pixels=1_000_000,
-        max_inference_side=1333,
-        default_score_threshold=0.5,
-        api_token=token,
-    )
-    api = FastAPI()
-    api.state.api_token = config.api_token
-    add_error_handlers(api)
-    add_faces_routes(api, config, InProcessHandle(faces))
-    return TestClient(api, raise_server_exceptions=False), faces
+    client = routes_client(add_faces_routes, faces, api_token=token, max_upload_bytes=MAX_UPLOAD)
+    return client, faces
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sightline.data.otdr import EVENT_TYPES, NUM_CLASSES, Trace
@@ -21,13 +20,11 @@ from sightline.data.sor import sor_bytes
 from sightline.data.synth.otdr import simulate_trace
 from sightline.data.synth.params import SynthOTDR
 from sightline.models import build_model
-from sightline.serve.errors import add_error_handlers
-from sightline.serve.gateway import ApiConfig
 from sightline.serve.otdr import OTDREvents, detect_events
 from sightline.serve.otdr_routes import add_otdr_routes
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
-from tests.unit.test_faces_routes import InProcessHandle
+from tests.api import assert_error, routes_client
 from tests.unit.test_otdr_models import TINY
 
 MAX_UPLOAD = 300_000
@@ -56,18 +53,9 @@ def register_untrained(store: Path) -> None:
 
 def build() -> TestClient:
     otdr = OTDREvents.func_or_class(mlflow.get_tracking_uri())
-    config = ApiConfig(
-        tracking_uri=mlflow.get_tracking_uri(),
-        max_upload_bytes=MAX_UPLOAD,
-        max_image_pixels=1_000_000,
-        max_inference_side=1333,
-        default_score_threshold=0.5,
-        max_trace_samples=MAX_SAMPLES,
+    return routes_client(
+        add_otdr_routes, otdr, max_upload_bytes=MAX_UPLOAD, max_trace_samples=MAX_SAMPLES
     )
-    api = FastAPI()
-    add_error_handlers(api)
-    add_otdr_routes(api, config, InProcessHandle(otdr))
-    return TestClient(api, raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +81,6 @@ def post_json(api: TestClient, body: object, **params) -> httpx.Response:
     )
 
 
-def error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"]["code"] == code, body
-    return body["error"]["message"]
-
-
 def assert_events(body: dict, trace: Trace, threshold: float) -> None:
     assert body["trace"] == {
         "num_samples": len(trace.samples),
@@ -116,7 +97,7 @@ def assert_events(body: dict, trace: Trace, threshold: float) -> None:
 
 def test_without_a_champion_the_route_says_how_to_get_one(mlflow_store: str) -> None:
     with build() as client:
-        message = error(
+        message = assert_error(
             post_json(client, {"samples": [0, 1], "resolution_m": 1}), 503, "no_champion"
         )
     assert "sightline register" in message
@@ -150,7 +131,7 @@ def test_model_selects_a_family_and_unknown_ones_are_404(api: TestClient) -> Non
     window = post_sor(api, sor_bytes(trace), model="otdr_window", score_threshold=0.0)
     assert window.json()["model"]["family"] == "otdr_window"
     assert window.json()["model"]["version"] == "2"
-    message = error(post_sor(api, sor_bytes(trace), model="yolo"), 404, "unknown_model")
+    message = assert_error(post_sor(api, sor_bytes(trace), model="yolo"), 404, "unknown_model")
     assert "otdr_detector" in message and "otdr_window" in message
 
 
@@ -158,7 +139,7 @@ def test_default_threshold_and_its_validation(api: TestClient) -> None:
     trace = a_trace()
     assert_events(post_sor(api, sor_bytes(trace)).json(), trace, 0.5)
     for bad in ["1.5", "-0.1", "x"]:
-        message = error(
+        message = assert_error(
             post_sor(api, sor_bytes(trace), score_threshold=bad), 422, "invalid_request"
         )
         assert "score_threshold" in message
@@ -216,7 +197,7 @@ def test_bad_uploads_get_a_4xx_naming_the_problem(api: TestClient) -> None:
         ),
     ]
     for response, status, code, fragment in cases:
-        assert fragment in error(response, status, code), (code, response.text)
+        assert fragment in assert_error(response, status, code), (code, response.text)
     trace = a_trace()
     final = post_sor(api, sor_bytes(trace), score_threshold=0.0)
     assert final.status_code == 200
