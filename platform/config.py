@@ -124,6 +124,13 @@ class Identification(FamilyGroup):
         return value
 
 
+class TuneBudget(Strict):
+    """One family's epochs per trial and ASHA grace (unset: the search-wide values)."""
+
+    max_epochs: int | None = Field(None, ge=1)
+    grace_period: int | None = Field(None, ge=1)
+
+
 class Tune(Strict):
     """Ray Tune searches (`sightline tune <family>`): ASHA over per-epoch validation scores."""
 
@@ -131,11 +138,25 @@ class Tune(Strict):
     num_samples: int = Field(4, ge=1)  # trials per search
     max_concurrent_trials: int = Field(2, ge=1)
     workers_per_trial: int = Field(1, ge=1)  # Ray Train workers of each trial
+    # CPUs (torch threads) of each worker: trials x workers x threads should fit the cluster.
+    threads_per_worker: int = Field(1, ge=1)
     max_epochs: int = Field(2, ge=1)  # ASHA's max_t
     grace_period: int = Field(1, ge=1)  # epochs every trial gets before it may be stopped
     reduction_factor: float = Field(2.0, gt=1)
+    # Per family: a model that needs more epochs to show its quality (e.g. an embedder).
+    family_budget: dict[str, TuneBudget] = Field(default_factory=dict)
+    # A trial whose Ray Train workers cannot be placed is retried this many times (Ray Train
+    # waits 60 s per try, RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S), then fails: never a hung search.
+    worker_start_retries: int = Field(3, ge=0)
     # family -> {"models.<param>" | "train.<field>": {sampler: args}}; see platform/tune/space.py
     spaces: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    def budget(self, family: str) -> TuneBudget:
+        """`family`'s epochs per trial and grace period, resolved (grace at most the epochs)."""
+        own = self.family_budget.get(family, TuneBudget())
+        epochs = own.max_epochs or self.max_epochs
+        grace = own.grace_period or self.grace_period
+        return TuneBudget(max_epochs=epochs, grace_period=min(grace, epochs))
 
 
 class Proposals(Strict):
@@ -158,6 +179,9 @@ class Train(Strict):
     weight_decay: float = 1e-4
     warmup_iters: int = 50
     max_failures: int = 2
+    # Controller failures Ray Train retries, mostly workers that could not be placed in time;
+    # -1 (Ray's default): wait for resources forever, as an autoscaling cluster wants.
+    controller_failure_limit: int = Field(-1, ge=-1)
     threads_per_worker: int = 1
     grad_clip_norm: float = 10.0
     # Ray Train's storage for checkpoints; on a cluster, a path every node sees (NFS, s3://...).

@@ -81,7 +81,10 @@ def _fit_once(
         run_config=RunConfig(
             name=name,
             storage_path=storage_uri(job),
-            failure_config=FailureConfig(max_failures=job.train.max_failures),
+            failure_config=FailureConfig(
+                max_failures=job.train.max_failures,
+                controller_failure_limit=job.train.controller_failure_limit,
+            ),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
         ),

@@ -23,12 +23,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray import tune
+from ray.exceptions import RayActorError
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from sightline.cluster import ensure_ray
-from sightline.config import Settings, deep_merge
+from sightline.config import Settings, TuneBudget, deep_merge
 from sightline.models import build_model
 from sightline.track.registry import PRIMARY_METRIC, Promotion, register
 from sightline.track.runs import (
@@ -44,8 +45,25 @@ from sightline.tune.plots import metric_vs_params_figure
 from sightline.tune.space import encode_value, parse_space, split_config
 from sightline.workloads import workload_for
 
-# The trial process only waits on its Ray Train workers: it must not hold a CPU they need.
-TRIAL_DRIVER_RESOURCES = {"CPU": 0.01}
+TRIAL_ID_TAG = "tune_trial_id"
+
+
+class TrialOutcomes(tune.Callback):
+    """Which trials Tune saw fail (in the driver). A trial ASHA stops can die with errors of its
+    own (its Ray Train controller goes first), so MLflow run states alone cannot tell."""
+
+    def __init__(self) -> None:
+        self.errored: set[str] = set()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.errored.add(trial.trial_id)
+
+
+# The trial process only waits on its Ray Train workers (their own placement group) and scores
+# the model after them: it must not hold any share of a CPU they need. A fractional CPU would:
+# two 1-CPU workers plus two 0.01-CPU drivers do not fit in 2 CPUs, so trials ran one at a time
+# and the other trial's worker group timed out over and over. Memory is its only reservation.
+TRIAL_DRIVER_RESOURCES = {"memory": 256 * 1024**2}
 
 
 @dataclass
@@ -68,6 +86,8 @@ class SearchOutcome:
     baseline: TrialSummary | None
     promotion: dict[str, Any] | None
     wall_time_s: float
+    max_epochs: int  # per trial
+    grace_period: int  # epochs before ASHA may stop a trial
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,9 +107,11 @@ def trial_settings(settings: Settings, family: str, config: dict[str, Any]) -> S
             family: {
                 **section.family_train.get(family, {}),
                 **train_overrides,
-                "epochs": settings.tune.max_epochs,
+                "epochs": settings.tune.budget(family).max_epochs,
                 "num_workers": settings.tune.workers_per_trial,
+                "threads_per_worker": settings.tune.threads_per_worker,
                 "max_failures": 0,  # a failing trial is recorded as failed, not retried
+                "controller_failure_limit": settings.tune.worker_start_retries,
             }
         },
     )
@@ -109,6 +131,32 @@ def default_config(settings: Settings, family: str, space: dict[str, Any]) -> di
     }
 
 
+def early_stopping(metric: str, budget: TuneBudget, reduction_factor: float) -> ASHAScheduler:
+    """ASHA over the per-epoch validation score, with rungs (grace x reduction^k) only before
+    the last epoch and no stop at max_t: a trial that reaches its last epoch always ends by
+    itself, scored and logged, so "stopped early" means stopped early."""
+    return ASHAScheduler(
+        metric=metric,
+        mode="max",
+        max_t=max(budget.max_epochs - 1, budget.grace_period),
+        stop_last_trials=False,
+        grace_period=budget.grace_period,
+        reduction_factor=reduction_factor,
+    )
+
+
+def search_algorithm(
+    space: dict[str, Any], baseline: dict[str, Any], max_concurrent: int
+) -> BasicVariantGenerator | None:
+    """Random / grid variants, the family's current params first (the baseline), at most
+    `max_concurrent` trials at a time. A grid is exhaustive: no baseline, and None lets Tune
+    build the generator with its max_concurrent_trials. (Tune ignores max_concurrent_trials
+    for a generator passed in, hence the limit here.)"""
+    if any(isinstance(v, dict) and "grid_search" in v for v in space.values()):
+        return None
+    return BasicVariantGenerator(points_to_evaluate=[baseline], max_concurrent=max_concurrent)
+
+
 def run_trial(
     config: dict[str, Any],
     *,
@@ -126,10 +174,16 @@ def run_trial(
     group = task_group(family)
     workload = workload_for(group)
     parent = client.get_run(parent_run_id)
+    trial_id = tune.get_context().get_trial_id()
     run = client.create_run(
         parent.info.experiment_id,
-        run_name=f"{family}-trial-{tune.get_context().get_trial_id()}",
-        tags={MLFLOW_PARENT_RUN_ID: parent_run_id, "kind": "tune-trial", "family": family},
+        run_name=f"{family}-trial-{trial_id}",
+        tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            "kind": "tune-trial",
+            "family": family,
+            TRIAL_ID_TAG: trial_id,
+        },
     )
     run_id = run.info.run_id
     for key, value in config.items():
@@ -159,6 +213,10 @@ def run_trial(
                     "eval_scope": workload.eval_scope(chosen, trained.record),
                 }
             )
+    except RayActorError:
+        # Tune is stopping this trial (ASHA): its Ray Train controller was torn down under it.
+        # Not a failure; the driver records the trial as stopped early.
+        raise
     except Exception as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "FAILED")
@@ -172,6 +230,7 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
     metric = PRIMARY_METRIC[group]
     space = parse_space(family, settings.tune.spaces.get(family, {}))
     cfg = settings.tune
+    budget = cfg.budget(family)
     use_tracking(settings.tracking_uri)
     exp = experiment_id(
         group, local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
@@ -180,7 +239,8 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
         experiment_id=exp, run_name=f"tune-{family}", tags={"kind": "tune", "family": family}
     ) as parent:
         parent_id = parent.info.run_id
-        mlflow.log_params(flatten({"tune": cfg.model_dump(exclude={"spaces"}), "space": space}))
+        searched = cfg.model_dump(exclude={"spaces", "family_budget"}) | budget.model_dump()
+        mlflow.log_params(flatten({"tune": searched, "space": space}))
     ensure_ray(settings.ray_address)
     trainable = tune.with_resources(
         partial(
@@ -193,36 +253,29 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
         TRIAL_DRIVER_RESOURCES,
     )
     baseline_config = default_config(settings, family, space)
-    grid = any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+    tune_config = tune.TuneConfig(
+        num_samples=cfg.num_samples,
+        max_concurrent_trials=cfg.max_concurrent_trials,
+        scheduler=early_stopping(metric, budget, cfg.reduction_factor),
+        search_alg=search_algorithm(space, baseline_config, cfg.max_concurrent_trials),
+    )
+    outcomes = TrialOutcomes()
     tuner = tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(
-            num_samples=cfg.num_samples,
-            max_concurrent_trials=cfg.max_concurrent_trials,
-            scheduler=ASHAScheduler(
-                metric=metric,
-                mode="max",
-                # One past the last epoch: at max_t ASHA stops a trial, which would end it
-                # before its model is scored and logged; trials end by themselves at max_epochs.
-                max_t=cfg.max_epochs + 1,
-                grace_period=min(cfg.grace_period, cfg.max_epochs),
-                reduction_factor=cfg.reduction_factor,
-            ),
-            # The current params run as a trial too (not with grid search: a grid is exhaustive).
-            search_alg=None
-            if grid
-            else BasicVariantGenerator(points_to_evaluate=[baseline_config]),
-        ),
+        tune_config=tune_config,
         run_config=tune.RunConfig(
             name=f"tune-{family}-{parent_id[:8]}",
             storage_path=str(settings.path(settings.train.storage_path)),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            callbacks=[outcomes],
             verbose=1,
         ),
     )
     tuner.fit()
-    return _summarise(settings, family, group, metric, exp, parent_id, baseline_config, started)
+    return _summarise(
+        settings, family, group, metric, exp, parent_id, baseline_config, started, outcomes.errored
+    )
 
 
 def _summarise(
@@ -234,12 +287,13 @@ def _summarise(
     parent_id: str,
     baseline_config: dict[str, Any],
     started: float,
+    errored: set[str],
 ) -> SearchOutcome:
     client = MlflowClient()
     children = client.search_runs(
         [experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'", max_results=1000
     )
-    trials = [_trial_summary(client, run, metric) for run in children]
+    trials = [_trial_summary(client, run, metric, errored) for run in children]
     finished = [t for t in trials if t.status == "FINISHED" and t.metric is not None]
     best = max(finished, key=lambda t: t.metric, default=None)
     baseline = next((t for t in finished if _same(t.config, baseline_config)), None)
@@ -275,14 +329,22 @@ def _summarise(
         if promotion is None
         else asdict(promotion) | {"describe": promotion.describe()},
         wall_time_s=time.perf_counter() - started,
+        **settings.tune.budget(family).model_dump(),
     )
 
 
-def _trial_summary(client: MlflowClient, run: Run, metric: str) -> TrialSummary:
-    status = run.info.status
-    if status == "RUNNING":  # stopped by ASHA: Tune ended the trial process mid-training
-        client.set_tag(run.info.run_id, "stopped_early", "true")
-        client.set_terminated(run.info.run_id, "KILLED")
+def _trial_summary(client: MlflowClient, run: Run, metric: str, errored: set[str]) -> TrialSummary:
+    """The trial as Tune ended it, made final in MLflow: FAILED if Tune saw it fail, FINISHED if
+    it scored its model, else KILLED (stopped early by ASHA, mid-training)."""
+    run_id, status = run.info.run_id, run.info.status
+    if run.data.tags.get(TRIAL_ID_TAG) in errored:
+        if status != "FAILED":
+            client.set_tag(run_id, "error", run.data.tags.get("error", "the trial process died"))
+            client.set_terminated(run_id, "FAILED")
+        status = "FAILED"
+    elif status != "FINISHED":
+        client.set_tag(run_id, "stopped_early", "true")
+        client.set_terminated(run_id, "KILLED")
         status = "KILLED"
     history = client.get_metric_history(run.info.run_id, metric)
     final = run.data.metrics.get(f"final_{metric}")
@@ -291,12 +353,12 @@ def _trial_summary(client: MlflowClient, run: Run, metric: str) -> TrialSummary:
         k[len("searched.") :]: v for k, v in run.data.params.items() if k.startswith("searched.")
     }
     return TrialSummary(
-        run_id=run.info.run_id,
+        run_id=run_id,
         status=status,
         config=config,
         metric=None if value is None or math.isnan(value) else float(value),
         epochs=len(history),
-        error=run.data.tags.get("error"),
+        error=run.data.tags.get("error") if status == "FAILED" else None,
     )
 
 

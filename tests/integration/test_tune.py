@@ -75,3 +75,35 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
     assert outcome.promotion is not None and not outcome.promotion["promoted"]
     champion = client.get_model_version_by_alias("sightline-detector", CHAMPION)
     assert str(champion.version) == held.version
+
+
+def test_trials_stopped_early_free_their_workers_for_the_next(tmp_path, ray_cluster) -> None:
+    """Every trial's Ray Train workers take the whole cluster's CPUs (at most 2): a trial driver
+    that held a share of a CPU, or a trial stopped by ASHA that kept its workers' placement group,
+    would leave the next trial unplaceable, and it would fail after one 60 s wait."""
+    import ray
+
+    workers = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
+    params = tiny_params(epochs=2, num_workers=workers)
+    params["tune"] = {
+        "families": ["faster_rcnn"],
+        "num_samples": 1,
+        "max_concurrent_trials": 1,
+        "workers_per_trial": workers,
+        "max_epochs": 2,
+        "grace_period": 1,
+        "worker_start_retries": 0,
+        # The second trial barely learns: ASHA stops it after one epoch if it scores lower
+        # than the first; the third must still get its workers.
+        "spaces": {"faster_rcnn": {"train.lr": {"grid": [0.02, 1e-7, 0.02]}}},
+    }
+    settings = load_settings(write_params(tmp_path, params))
+    generate(settings.path(settings.detection_data.root), settings.synth.detection)
+
+    torch.manual_seed(0)
+    outcome = run_search(settings, "faster_rcnn")
+
+    assert len(outcome.trials) == 3
+    assert all(t.status in {"FINISHED", "KILLED"} for t in outcome.trials), outcome.trials
+    assert all(t.epochs >= 1 for t in outcome.trials)
+    assert all(t.epochs == 2 for t in outcome.trials if t.status == "FINISHED")

@@ -8,7 +8,12 @@ import pytest
 from ray import tune
 
 from sightline.config import SettingsError, load_settings
-from sightline.tune.search import default_config, trial_settings
+from sightline.tune.search import (
+    default_config,
+    early_stopping,
+    search_algorithm,
+    trial_settings,
+)
 from sightline.tune.space import parse_space, split_config
 from tests.conftest import REPO_ROOT
 
@@ -74,7 +79,9 @@ def test_a_trial_overrides_model_params_and_train_for_its_family_only(settings) 
     train = chosen.train_for("detection", "faster_rcnn")
     assert train.lr == 0.005 and train.epochs == settings.tune.max_epochs
     assert train.num_workers == settings.tune.workers_per_trial
+    assert train.threads_per_worker == settings.tune.threads_per_worker
     assert train.max_failures == 0  # a failing trial is not retried
+    assert train.controller_failure_limit == settings.tune.worker_start_retries  # nor waits forever
     assert chosen.train_for("detection", "ssd") == settings.train_for("detection", "ssd")
 
 
@@ -90,19 +97,59 @@ def test_a_bad_value_in_a_trial_is_named(settings) -> None:
         trial_settings(settings, "faster_rcnn", {"train.lr": "fast"})
 
 
-def test_the_baseline_runs_as_a_preset_trial_with_list_values(settings) -> None:
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
+def test_the_baseline_runs_first_and_trials_run_at_most_n_at_a_time(settings) -> None:
     space = parse_space("faster_rcnn", settings.tune.spaces["faster_rcnn"])
     baseline = default_config(settings, "faster_rcnn", space)
     assert baseline["models.anchor_sizes"] == json.dumps(
         settings.model_params("faster_rcnn")["anchor_sizes"]
     )
-    search = BasicVariantGenerator(points_to_evaluate=[baseline])
-    search.add_configurations({"baseline": {"run": _noop_trial, "config": space, "num_samples": 2}})
-    first = search.next_trial()
-    assert first is not None and first.config == baseline
+    search = search_algorithm(space, baseline, max_concurrent=2)
+    search.add_configurations({"search": {"run": _noop_trial, "config": space, "num_samples": 4}})
+    first, second, third = search.next_trial(), search.next_trial(), search.next_trial()
+    assert first is not None and first.config == baseline  # list values survive as JSON
+    assert second is not None and third is None  # two live trials: the third waits
+    search.on_trial_complete(first.trial_id)
+    assert search.next_trial() is not None
+
+
+def test_a_grid_has_no_baseline_trial(settings) -> None:
+    space = parse_space("x", {"train.lr": {"grid": [0.1, 0.2]}})
+    assert search_algorithm(space, {"train.lr": 0.02}, max_concurrent=1) is None
 
 
 def _noop_trial(config: dict) -> None:
     """A trainable to hand Tune's variant generator (nothing runs)."""
+
+
+def test_a_family_budget_overrides_the_search_wide_epochs_and_grace() -> None:
+    from sightline.config import Tune
+
+    tune_cfg = Tune(max_epochs=2, grace_period=1, family_budget={"triplet": {"max_epochs": 8}})
+    assert tune_cfg.budget("triplet").model_dump() == {"max_epochs": 8, "grace_period": 1}
+    assert tune_cfg.budget("faster_rcnn").model_dump() == {"max_epochs": 2, "grace_period": 1}
+    capped = Tune(max_epochs=2, grace_period=5)  # grace can not exceed the epochs
+    assert capped.budget("yolo").grace_period == 2
+
+
+@pytest.mark.parametrize(("epochs", "grace"), [(2, 1), (4, 1), (8, 3)])
+def test_asha_stops_weak_trials_early_but_never_at_their_last_epoch(epochs: int, grace: int):
+    from ray.tune.experiment import Trial
+
+    from sightline.config import TuneBudget
+
+    asha = early_stopping("map", TuneBudget(max_epochs=epochs, grace_period=grace), 2)
+    strong, weak, late = (Trial("trial", stub=True) for _ in range(3))
+    for trial in (strong, weak, late):
+        asha.on_trial_add(None, trial)
+    for epoch in range(1, epochs + 1):  # the first trial sets the bar and runs to the end
+        result = asha.on_trial_result(None, strong, {"training_iteration": epoch, "map": 0.5})
+        assert result == "CONTINUE"
+    results = [asha.on_trial_result(None, weak, {"training_iteration": e, "map": 0.1})
+               for e in range(1, grace + 1)]  # fmt: skip
+    assert results[-1] == "STOP"  # below the first rung's cutoff at the grace epoch
+    # A trial that got past every rung is not stopped at its last epoch, however it scores.
+    for epoch in range(1, epochs):
+        asha.on_trial_result(None, late, {"training_iteration": epoch, "map": 0.9})
+    assert asha.on_trial_result(None, late, {"training_iteration": epochs, "map": 0.0}) == (
+        "CONTINUE"
+    )
