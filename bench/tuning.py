@@ -18,6 +18,18 @@ from sightline.config import load_settings
 REPORT = "docs/benchmarks/tuning.md"
 
 
+def _config(config: dict[str, str]) -> str:
+    """Searched values as set (floats to 3 significant digits, lists as written)."""
+
+    def short(value: str) -> str:
+        try:
+            return f"{float(value):.3g}"
+        except ValueError:
+            return value
+
+    return ", ".join(f"{key}={short(value)}" for key, value in config.items())
+
+
 def _score(trial: dict | None) -> str:
     return "-" if not trial or trial.get("metric") is None else f"{trial['metric']:.4f}"
 
@@ -43,8 +55,9 @@ def row(report: dict) -> str:
         gain,
         f"{len(trials)} ({counts['FINISHED']} done, {counts['KILLED']} stopped early, "
         f"{counts['FAILED']} failed)",
+        f"{report['max_epochs']} ({report['grace_period']})",
         f"{report['wall_time_s'] / 60:.1f}",
-        f"`{best['config']}`" if best else "-",
+        f"`{_config(best['config'])}`" if best else "-",
         verdict,
     ]
     return "| " + " | ".join(cells) + " |"
@@ -59,18 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     if not reports:
         print("no search reports under reports/tune; run `make tune` first", file=sys.stderr)
         return 2
-    header = ["family", "metric", "baseline", "best", "gain", "trials", "wall min", "best config"]
+    header = ["family", "metric", "baseline", "best", "gain", "trials", "epochs (grace)"]
+    header += ["wall min", "best config"]
     header.append("registry")
     cfg = settings.tune
     lines = [
         "# Ray Tune searches",
         "",
         f"Demo profile, 2 CPU cores: {cfg.num_samples} trials per search (one of them the family's",
-        f"current params: the baseline), at most {cfg.max_epochs} epochs each, ASHA (grace "
-        f"{cfg.grace_period}, reduction {cfg.reduction_factor:g}), {cfg.max_concurrent_trials} "
+        "current params: the baseline), each for the search's epochs, stopped early by ASHA after",
+        f"the grace epochs (reduction {cfg.reduction_factor:g}), {cfg.max_concurrent_trials} "
         f"trials at a time with {cfg.workers_per_trial} Ray Train worker(s) each. Scores are the",
-        "task's primary metric on the validation data. `registry`: whether the best trial became",
-        "`champion` (only if it beats the champion on the same data) or the champion was kept.",
+        "task's primary metric on the validation data after the last epoch. `registry`: whether",
+        "the best trial became `champion` (only if it beats the champion on the same data, here",
+        "trained with the full demo epochs) or the champion was kept.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

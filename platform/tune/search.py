@@ -146,15 +146,18 @@ def early_stopping(metric: str, budget: TuneBudget, reduction_factor: float) -> 
 
 
 def search_algorithm(
-    space: dict[str, Any], baseline: dict[str, Any], max_concurrent: int
+    space: dict[str, Any], baseline: dict[str, Any], max_concurrent: int, seed: int
 ) -> BasicVariantGenerator | None:
-    """Random / grid variants, the family's current params first (the baseline), at most
-    `max_concurrent` trials at a time. A grid is exhaustive: no baseline, and None lets Tune
-    build the generator with its max_concurrent_trials. (Tune ignores max_concurrent_trials
-    for a generator passed in, hence the limit here.)"""
+    """Random variants drawn from `seed` (the same params, the same trials), the family's
+    current params first (the baseline), at most `max_concurrent` trials at a time. A grid is
+    exhaustive: no baseline, and None lets Tune build the generator with its
+    max_concurrent_trials. (Tune ignores max_concurrent_trials for a generator passed in,
+    hence the limit here.)"""
     if any(isinstance(v, dict) and "grid_search" in v for v in space.values()):
         return None
-    return BasicVariantGenerator(points_to_evaluate=[baseline], max_concurrent=max_concurrent)
+    return BasicVariantGenerator(
+        points_to_evaluate=[baseline], max_concurrent=max_concurrent, random_state=seed
+    )
 
 
 def run_trial(
@@ -257,7 +260,9 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
         num_samples=cfg.num_samples,
         max_concurrent_trials=cfg.max_concurrent_trials,
         scheduler=early_stopping(metric, budget, cfg.reduction_factor),
-        search_alg=search_algorithm(space, baseline_config, cfg.max_concurrent_trials),
+        search_alg=search_algorithm(
+            space, baseline_config, cfg.max_concurrent_trials, seed=settings.seed
+        ),
     )
     outcomes = TrialOutcomes()
     tuner = tune.Tuner(

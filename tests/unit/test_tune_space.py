@@ -103,18 +103,26 @@ def test_the_baseline_runs_first_and_trials_run_at_most_n_at_a_time(settings) ->
     assert baseline["models.anchor_sizes"] == json.dumps(
         settings.model_params("faster_rcnn")["anchor_sizes"]
     )
-    search = search_algorithm(space, baseline, max_concurrent=2)
-    search.add_configurations({"search": {"run": _noop_trial, "config": space, "num_samples": 4}})
-    first, second, third = search.next_trial(), search.next_trial(), search.next_trial()
+
+    def trials(max_concurrent: int, seed: int) -> list:
+        search = search_algorithm(space, baseline, max_concurrent, seed=seed)
+        experiment = {"run": _noop_trial, "config": space, "num_samples": 4}
+        search.add_configurations({"search": experiment})
+        return [search, *(search.next_trial() for _ in range(3))]
+
+    search, first, second, third = trials(max_concurrent=2, seed=0)
     assert first is not None and first.config == baseline  # list values survive as JSON
     assert second is not None and third is None  # two live trials: the third waits
     search.on_trial_complete(first.trial_id)
     assert search.next_trial() is not None
+    # The same seed draws the same trials: a search is repeatable from params.yaml.
+    assert trials(4, seed=0)[2].config == trials(4, seed=0)[2].config
+    assert trials(4, seed=0)[2].config != trials(4, seed=1)[2].config
 
 
 def test_a_grid_has_no_baseline_trial(settings) -> None:
     space = parse_space("x", {"train.lr": {"grid": [0.1, 0.2]}})
-    assert search_algorithm(space, {"train.lr": 0.02}, max_concurrent=1) is None
+    assert search_algorithm(space, {"train.lr": 0.02}, max_concurrent=1, seed=0) is None
 
 
 def _noop_trial(config: dict) -> None:
