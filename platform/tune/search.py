@@ -131,11 +131,32 @@ def default_config(settings: Settings, family: str, space: dict[str, Any]) -> di
     }
 
 
-def early_stopping(metric: str, budget: TuneBudget, reduction_factor: float) -> ASHAScheduler:
+class BaselineKeepingASHA(ASHAScheduler):
+    """ASHA that never stops the baseline trial (the family's current params): its score sets
+    the bar at every rung like any trial's, and it runs to the end, so the search's gain over
+    the current params is measured on the same budget."""
+
+    def __init__(self, baseline: dict[str, Any] | None, **asha: Any) -> None:
+        super().__init__(**asha)
+        self._baseline = baseline
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP and self._baseline is not None and trial.config == self._baseline:
+            self._num_stopped -= 1
+            return self.CONTINUE
+        return decision
+
+
+def early_stopping(
+    metric: str, budget: TuneBudget, reduction_factor: float, baseline: dict[str, Any] | None
+) -> ASHAScheduler:
     """ASHA over the per-epoch validation score, with rungs (grace x reduction^k) only before
     the last epoch and no stop at max_t: a trial that reaches its last epoch always ends by
-    itself, scored and logged, so "stopped early" means stopped early."""
-    return ASHAScheduler(
+    itself, scored and logged, so "stopped early" means stopped early. The baseline trial
+    (None: there is none, e.g. a grid) is never stopped."""
+    return BaselineKeepingASHA(
+        baseline,
         metric=metric,
         mode="max",
         max_t=max(budget.max_epochs - 1, budget.grace_period),
@@ -256,13 +277,14 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
         TRIAL_DRIVER_RESOURCES,
     )
     baseline_config = default_config(settings, family, space)
+    search = search_algorithm(space, baseline_config, cfg.max_concurrent_trials, settings.seed)
     tune_config = tune.TuneConfig(
         num_samples=cfg.num_samples,
         max_concurrent_trials=cfg.max_concurrent_trials,
-        scheduler=early_stopping(metric, budget, cfg.reduction_factor),
-        search_alg=search_algorithm(
-            space, baseline_config, cfg.max_concurrent_trials, seed=settings.seed
+        scheduler=early_stopping(
+            metric, budget, cfg.reduction_factor, baseline_config if search else None
         ),
+        search_alg=search,
     )
     outcomes = TrialOutcomes()
     tuner = tune.Tuner(

@@ -140,14 +140,18 @@ def test_a_family_budget_overrides_the_search_wide_epochs_and_grace() -> None:
 
 
 @pytest.mark.parametrize(("epochs", "grace"), [(2, 1), (4, 1), (8, 3)])
-def test_asha_stops_weak_trials_early_but_never_at_their_last_epoch(epochs: int, grace: int):
+def test_asha_stops_weak_trials_early_but_not_at_the_last_epoch_nor_the_baseline(
+    epochs: int, grace: int
+) -> None:
     from ray.tune.experiment import Trial
 
     from sightline.config import TuneBudget
 
-    asha = early_stopping("map", TuneBudget(max_epochs=epochs, grace_period=grace), 2)
-    strong, weak, late = (Trial("trial", stub=True) for _ in range(3))
-    for trial in (strong, weak, late):
+    budget = TuneBudget(max_epochs=epochs, grace_period=grace)
+    asha = early_stopping("map", budget, 2, baseline={"train.lr": 0.02})
+    strong, weak, late = (Trial("trial", stub=True, config={"train.lr": 0.1}) for _ in range(3))
+    baseline = Trial("trial", stub=True, config={"train.lr": 0.02})
+    for trial in (strong, weak, late, baseline):
         asha.on_trial_add(None, trial)
     for epoch in range(1, epochs + 1):  # the first trial sets the bar and runs to the end
         result = asha.on_trial_result(None, strong, {"training_iteration": epoch, "map": 0.5})
@@ -155,6 +159,10 @@ def test_asha_stops_weak_trials_early_but_never_at_their_last_epoch(epochs: int,
     results = [asha.on_trial_result(None, weak, {"training_iteration": e, "map": 0.1})
                for e in range(1, grace + 1)]  # fmt: skip
     assert results[-1] == "STOP"  # below the first rung's cutoff at the grace epoch
+    # The baseline scores as badly but runs on: the search's gain is measured against it.
+    for epoch in range(1, epochs + 1):
+        result = asha.on_trial_result(None, baseline, {"training_iteration": epoch, "map": 0.1})
+        assert result == "CONTINUE"
     # A trial that got past every rung is not stopped at its last epoch, however it scores.
     for epoch in range(1, epochs):
         asha.on_trial_result(None, late, {"training_iteration": epoch, "map": 0.9})
