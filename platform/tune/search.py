@@ -322,8 +322,9 @@ def _summarise(
     )
     trials = [_trial_summary(client, run, metric, errored) for run in children]
     finished = [t for t in trials if t.status == "FINISHED" and t.metric is not None]
-    best = max(finished, key=lambda t: t.metric, default=None)
     baseline = next((t for t in finished if _same(t.config, baseline_config)), None)
+    # On a tie the current params stay the best: a search only "finds" what scores higher.
+    best = max(finished, key=lambda t: (t.metric, t is baseline), default=None)
     promotion = None
     with mlflow.start_run(run_id=parent_id):
         mlflow.log_metrics(
