@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,23 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A real MLflow SQLite store in a temp dir, set as the active tracking URI."""
+@contextmanager
+def own_store(root: Path, token: str | None = None) -> Iterator[str]:
+    """A fresh SQLite MLflow store under `root` for the block (and the admin token, if given):
+    set in the environment, so stages and Serve replicas started inside use it too."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    return uri
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        if token is not None:
+            env.setenv("SIGHTLINE_API_TOKEN", token)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path) -> Iterator[str]:
+    """A real MLflow SQLite store in a temp dir, set as the active tracking URI."""
+    with own_store(tmp_path) as uri:
+        yield uri

@@ -30,7 +30,8 @@ from sightline.data.synth.identity import SynthIdentity, render_identity_image
 from sightline.pipelines import evaluate, register, train, validate
 from sightline.serve.app import APP_NAME, deploy, run
 from sightline.workloads.identification import identity_splits
-from tests.integration.serving import free_port, own_store
+from tests.conftest import own_store
+from tests.integration.serving import free_port
 
 TOKEN = "let-me-in"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

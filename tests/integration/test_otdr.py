@@ -30,8 +30,8 @@ from sightline.data.synth.params import SynthOTDR
 from sightline.pipelines import evaluate, register, train, validate
 from sightline.serve.app import run
 from tests.api import assert_error
-from tests.conftest import REPO_ROOT
-from tests.integration.serving import free_port, own_store
+from tests.conftest import REPO_ROOT, own_store
+from tests.integration.serving import free_port
 from tests.unit.test_otdr_models import TINY
 
 FAMILIES = ["otdr_window", "otdr_detector"]

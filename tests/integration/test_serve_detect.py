@@ -31,7 +31,8 @@ from sightline.serve.registered import RETRY_LOAD_AFTER_S
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
 from tests.api import assert_error
-from tests.integration.serving import free_port, own_store
+from tests.conftest import own_store
+from tests.integration.serving import free_port
 
 CLASS_NAMES = ["circle", "square", "triangle", "star", "cross"]
 MAX_UPLOAD_BYTES = 2_000_000

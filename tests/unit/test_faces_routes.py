@@ -26,6 +26,7 @@ from sightline.serve.faces_routes import MAX_ENROLL_IMAGES, add_faces_routes
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
 from tests.api import routes_client
+from tests.conftest import own_store
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -71,10 +72,7 @@ def build(store: Path, token: str | None = TOKEN) -> tuple[TestClient, Faces]:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real MLflow store whose champion is a pixel_template at 16 px (gamma GAMMA)."""
     root = tmp_path_factory.mktemp("faces-registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
+    with own_store(root):
         register_embedder(root, image_size=16)
         yield root
 

@@ -25,6 +25,7 @@ from sightline.serve.otdr_routes import add_otdr_routes
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
 from tests.api import assert_error, routes_client
+from tests.conftest import own_store
 from tests.unit.test_otdr_models import TINY
 
 MAX_UPLOAD = 300_000
@@ -61,10 +62,7 @@ def build() -> TestClient:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("otdr-registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
+    with own_store(root):
         register_untrained(root)
         with build() as client:
             yield client
