@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if not reports:
         print("no search reports under reports/tune; run `make tune` first", file=sys.stderr)
         return 2
-    header = ["family", "metric", "baseline", "best", "gain", "trials", "epochs (grace)"]
-    header += ["wall min", "best config"]
-    header.append("registry")
+    header = ["family", "metric", "baseline", "best", "gain", "trials", "epochs (grace)",
+              "wall min", "best config", "registry"]  # fmt: skip
     cfg = settings.tune
     lines = [
         "# Ray Tune searches",

@@ -140,7 +140,7 @@ class Tune(Strict):
     workers_per_trial: int = Field(1, ge=1)  # Ray Train workers of each trial
     # CPUs (torch threads) of each worker: trials x workers x threads should fit the cluster.
     threads_per_worker: int = Field(1, ge=1)
-    max_epochs: int = Field(2, ge=1)  # ASHA's max_t
+    max_epochs: int = Field(2, ge=1)  # per trial (ASHA's rungs all fall before the last)
     grace_period: int = Field(1, ge=1)  # epochs every trial gets before it may be stopped
     reduction_factor: float = Field(2.0, gt=1)
     # Per family: a model that needs more epochs to show its quality (e.g. an embedder).
