@@ -151,6 +151,16 @@ class Tune(Strict):
     # family -> {"models.<param>" | "train.<field>": {sampler: args}}; see platform/tune/space.py
     spaces: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _budgets_name_searched_families(self) -> Tune:
+        unknown = sorted(set(self.family_budget) - set(self.spaces))
+        if unknown:
+            raise ValueError(
+                f"family_budget.{unknown[0]}: no search space for it in tune.spaces "
+                f"(spaces: {', '.join(sorted(self.spaces)) or 'none'})"
+            )
+        return self
+
     def budget(self, family: str) -> TuneBudget:
         """`family`'s epochs per trial and grace period, resolved (grace at most the epochs)."""
         own = self.family_budget.get(family, TuneBudget())

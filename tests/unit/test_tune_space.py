@@ -132,11 +132,16 @@ def _noop_trial(config: dict) -> None:
 def test_a_family_budget_overrides_the_search_wide_epochs_and_grace() -> None:
     from sightline.config import Tune
 
-    tune_cfg = Tune(max_epochs=2, grace_period=1, family_budget={"triplet": {"max_epochs": 8}})
+    spaces = {"triplet": {}, "faster_rcnn": {}}
+    tune_cfg = Tune(
+        max_epochs=2, grace_period=1, family_budget={"triplet": {"max_epochs": 8}}, spaces=spaces
+    )
     assert tune_cfg.budget("triplet").model_dump() == {"max_epochs": 8, "grace_period": 1}
     assert tune_cfg.budget("faster_rcnn").model_dump() == {"max_epochs": 2, "grace_period": 1}
     capped = Tune(max_epochs=2, grace_period=5)  # grace can not exceed the epochs
     assert capped.budget("yolo").grace_period == 2
+    with pytest.raises(ValueError, match=r"family_budget\.tripplet: no search space"):
+        Tune(family_budget={"tripplet": {"max_epochs": 8}}, spaces=spaces)  # a typo is named
 
 
 @pytest.mark.parametrize(("epochs", "grace"), [(2, 1), (4, 1), (8, 3)])
