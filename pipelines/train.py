@@ -15,7 +15,7 @@ from sightline.artifacts import ModelRecord, model_dir, save_trained
 from sightline.config import Settings
 from sightline.stage import run_stage
 from sightline.track.runs import local_artifact_root, start_training_run, use_tracking
-from sightline.train.family_run import lineage_tags, run_params, train_and_log
+from sightline.train.family_run import lineage_tags, run_params, train_and_log, training_dataset
 from sightline.workloads import workload_of_family
 
 console = Console(stderr=True)
@@ -29,6 +29,7 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
         family_name,
         params=run_params(settings, family_name, data),
         tags=tags,
+        dataset=training_dataset(settings, data, tags),
         artifact_root=local_artifact_root(settings.tracking_uri, settings.path("mlartifacts")),
     )
     console.print(f"[bold]{family_name}[/]: MLflow run {run_id}")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.types import ColSpec, Schema
 
 UNKNOWN = "unknown"
 
@@ -52,3 +58,33 @@ def dvc_data_hash(project_root: Path, dataset_root: Path) -> str:
         if folder == project_root:
             break
     return UNKNOWN
+
+
+class DvcDataset(MetaDataset):
+    """A DVC-versioned dataset as an MLflow dataset input: metadata only (the data stays in
+    DVC), the DVC md5 as its digest, the split sizes as its profile."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        data_root: Path,
+        dvc_hash: str,
+        columns: Mapping[str, str],
+        split_sizes: Mapping[str, int],
+    ) -> None:
+        schema = (
+            Schema([ColSpec(type=kind, name=column) for column, kind in columns.items()])
+            if columns
+            else None
+        )
+        self._split_sizes = dict(split_sizes)
+        source = LocalArtifactDatasetSource(data_root.resolve().as_uri())
+        super().__init__(source=source, name=name, digest=dvc_hash, schema=schema)
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return {"split_sizes": self._split_sizes}
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self.profile)}

@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 import mlflow.pytorch
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from torch import nn
 
@@ -80,11 +81,27 @@ def log_model(model: nn.Module, *, family: str, metadata: dict[str, Any]) -> str
     return info.model_uri
 
 
-def champion_version(client: MlflowClient, name: str) -> Any | None:
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def demote(client: MlflowClient, former: ModelVersion) -> None:
+    """The alias is the truth: the former champion version, and the runs it came from (its
+    training run, a Tune parent), no longer say `champion: true`."""
+    client.set_model_version_tag(former.name, former.version, CHAMPION, "false")
+    for key in ("run_id", "tune_parent_run_id"):
+        run_id = former.tags.get(key) or (former.run_id if key == "run_id" else None)
+        if not run_id:
+            continue
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:  # the run was deleted; nothing to correct
+            continue
+        if run.data.tags.get(CHAMPION) == "true":
+            client.set_tag(run_id, CHAMPION, "false")
 
 
 def register(
@@ -121,8 +138,11 @@ def register(
     # Compared as stored in the tags (6 decimals): the same score registered again is a tie.
     value = float(version_tags[f"metric.{metric}"])
     promoted = previous_value is None or (comparable and value > previous_value)
+    client.set_model_version_tag(name, version.version, CHAMPION, str(promoted).lower())
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
+        if current is not None:
+            demote(client, current)
     return Promotion(
         registered_model=name,
         version=str(version.version),

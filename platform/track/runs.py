@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.data.dataset import Dataset
 from mlflow.entities import Run
 
 from sightline.models.registry import TASK_GROUP, family
@@ -18,6 +19,12 @@ EXPERIMENTS = {
     "otdr": "sightline-otdr",
     "identification": "sightline-identification",
 }
+# MLflow 3's UI opens an experiment of this kind on its runs table, not on GenAI traces.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Every run's `kind` tag: training runs (one per model), tune parents and trials, benchmarks;
+# in the MLflow UI `tags.kind = 'training'` shows the trained models only.
+RUN_KIND = "kind"
+TRAINING = "training"
 
 
 def task_group(family_name: str) -> str:
@@ -37,9 +44,12 @@ def experiment_id(group: str, artifact_root: Path | None = None) -> str:
     name = EXPERIMENTS[group]
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if existing.tags.get(key) != value:  # a store made before the kind was set
+                mlflow.MlflowClient().set_experiment_tag(existing.experiment_id, key, value)
         return existing.experiment_id
     location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-    return mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def start_training_run(
@@ -47,12 +57,17 @@ def start_training_run(
     *,
     params: Mapping[str, Any],
     tags: Mapping[str, str],
+    dataset: Dataset | None = None,
     artifact_root: Path | None = None,
 ) -> str:
-    """Create the run a training job logs into and return its id (the job may resume it)."""
+    """Create the run a training job logs into and return its id (the job may resume it);
+    `dataset` is logged as its training input (the runs table's Dataset column)."""
     exp = experiment_id(task_group(family_name), artifact_root)
-    with mlflow.start_run(experiment_id=exp, run_name=family_name, tags=dict(tags)) as run:
+    run_tags = {RUN_KIND: TRAINING, **tags}
+    with mlflow.start_run(experiment_id=exp, run_name=family_name, tags=run_tags) as run:
         mlflow.log_params(flatten(params))
+        if dataset is not None:
+            mlflow.log_input(dataset, context="training")
         return run.info.run_id
 
 

@@ -18,7 +18,7 @@ from sightline.artifacts import ModelRecord
 from sightline.config import Settings
 from sightline.models import build_model
 from sightline.models.registry import family as lookup_family
-from sightline.track.lineage import dvc_data_hash, git_commit
+from sightline.track.lineage import DvcDataset, dvc_data_hash, git_commit
 from sightline.track.registry import log_model
 from sightline.track.runs import resume_run, task_group
 from sightline.train.job import job_for
@@ -41,6 +41,21 @@ def lineage_tags(settings: Settings, data: TrainingData) -> dict[str, str]:
         "dvc_data_hash": dvc_data_hash(settings.project_root, data.data_root),
         "profile": settings.profile,
     }
+
+
+def training_dataset(settings: Settings, data: TrainingData, tags: dict[str, str]) -> DvcDataset:
+    """The run's MLflow dataset input: the data folder, named relative to the project, with
+    the DVC hash of `lineage_tags` as its digest."""
+    root = data.data_root.resolve()
+    project = settings.project_root.resolve()
+    name = str(root.relative_to(project)) if root.is_relative_to(project) else root.name
+    return DvcDataset(
+        name=name,
+        data_root=root,
+        dvc_hash=tags["dvc_data_hash"],
+        columns=data.record_schema,
+        split_sizes=data.split_sizes,
+    )
 
 
 def run_params(settings: Settings, family: str, data: TrainingData) -> dict[str, Any]:

@@ -34,6 +34,10 @@ class TrainingData:
     model_params: dict[str, Any]
     # Group options the training workers need beyond `train` (e.g. P x K batch sizes).
     task_options: dict[str, Any] = field(default_factory=dict)
+    # What the run's MLflow dataset input shows: one training record's fields (MLflow type
+    # names) and the number of records (images, traces, people) per split.
+    record_schema: dict[str, str] = field(default_factory=dict)
+    split_sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -18,6 +19,23 @@ from sightline.workloads import Evaluation, TrainingData
 class DetectionWorkload:
     group = "detection"
     headline_metrics = ("map", "map_50")
+    # params.yaml keys each stage kind reads ("{family}": the stage's family); dvc.yaml lists
+    # exactly these (tests/unit/test_dvc_params.py).
+    stage_params = MappingProxyType(
+        {
+            "validate": ("detection_data",),
+            "train": (
+                "seed",
+                "detection_data",
+                "train",
+                "detection.train",
+                "detection.family_train",
+                "models.{family}",
+            ),
+            "evaluate": ("seed", "detection_data", "evaluate"),
+            "register": ("evaluate.split",),
+        }
+    )
 
     def training_data(self, settings: Settings, family: str) -> TrainingData:
         fam = lookup_family(family)
@@ -28,6 +46,8 @@ class DetectionWorkload:
             category_ids=split.category_ids,
             data_root=settings.path(settings.detection_data.root),
             model_params=fam.params_from_data(settings.model_params(family), split.coco.dataset),
+            record_schema={"image": "string", "boxes": "string", "labels": "string"},
+            split_sizes={"train_images": len(split.coco.imgs)},
         )
 
     def after_training(

@@ -14,6 +14,7 @@ thousands of people would bloat model.json, the MLflow metadata and /v1/models.
 from __future__ import annotations
 
 import hashlib
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,12 @@ from torch.utils.data import DataLoader
 
 from sightline.artifacts import ModelRecord
 from sightline.config import Settings, SettingsError
-from sightline.data.identity import IdentityDataset, IdentitySplits, load_identity_splits
+from sightline.data.identity import (
+    SPLIT_NAMES,
+    IdentityDataset,
+    IdentitySplits,
+    load_identity_splits,
+)
 from sightline.evaluate.identification import (
     METRIC_NAMES,
     calibrate_gamma,
@@ -97,9 +103,43 @@ def pair_distances_of_people(
 class IdentificationWorkload:
     group = "identification"
     headline_metrics = ("dir_at_far_1e-2", "top1")
+    # params.yaml keys each stage kind reads ("{family}": the stage's family); dvc.yaml lists
+    # exactly these (tests/unit/test_dvc_params.py). enroll_k decides who is split off as
+    # unseen (min_unseen_images), so every stage that splits the people reads it.
+    stage_params = MappingProxyType(
+        {
+            "validate": ("identity_data", "identification.enroll_k"),
+            "train": (
+                "seed",
+                "identity_data",
+                "train",
+                "identification.train",
+                "identification.family_train",
+                "identification.enroll_k",
+                "identification.identities_per_batch",
+                "identification.images_per_identity",
+                "identification.target_far",
+                "identification.rule",
+                "models.{family}",
+            ),
+            "evaluate": (
+                "seed",
+                "identity_data",
+                "identification.enroll_k",
+                "identification.headline_k",
+                "identification.rule",
+            ),
+            "register": (
+                "identity_data",
+                "identification.enroll_k",
+                "identification.headline_k",
+                "identification.rule",
+            ),
+        }
+    )
 
     def training_data(self, settings: Settings, family: str) -> TrainingData:
-        _, splits = identity_splits(settings)
+        records, splits = identity_splits(settings)
         options = settings.identification
         return TrainingData(
             num_classes=len(splits.train),
@@ -111,6 +151,15 @@ class IdentificationWorkload:
                 "identities_per_batch": options.identities_per_batch,
                 "images_per_identity": options.images_per_identity,
                 "min_unseen_images": min_unseen_images(settings),
+            },
+            record_schema={"image": "string", "identity": "string"},
+            split_sizes={
+                f"{split}_{unit}": count
+                for split in SPLIT_NAMES
+                for unit, count in (
+                    ("people", len(getattr(splits, split))),
+                    ("images", len(splits.records(records, split))),
+                )
             },
         )
 

@@ -7,6 +7,7 @@ localisation and false-alarm metrics is the score the server reports by default
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -33,15 +34,34 @@ def load_traces(settings: Settings, split: str) -> list[Trace]:
 class OTDRWorkload:
     group = "otdr"
     headline_metrics = ("map_50",)
+    # params.yaml keys each stage kind reads ("{family}": the stage's family); dvc.yaml lists
+    # exactly these (tests/unit/test_dvc_params.py).
+    stage_params = MappingProxyType(
+        {
+            "validate": ("otdr_data",),
+            "train": (
+                "seed",
+                "otdr_data",
+                "train",
+                "otdr.train",
+                "otdr.family_train",
+                "models.{family}",
+            ),
+            "evaluate": ("seed", "otdr_data", "evaluate.split", "serve.default_score_threshold"),
+            "register": ("evaluate.split",),
+        }
+    )
 
     def training_data(self, settings: Settings, family: str) -> TrainingData:
-        load_traces(settings, "train")  # a missing or malformed split stops here, named
+        traces = load_traces(settings, "train")  # a missing or malformed split stops here, named
         return TrainingData(
             num_classes=NUM_CLASSES,
             class_names=list(EVENT_TYPES),
             category_ids=[LABEL_OF_TYPE[name] for name in EVENT_TYPES],
             data_root=settings.path(settings.otdr_data.root),
             model_params=settings.model_params(family),
+            record_schema={"samples_db": "string", "resolution_m": "double", "events": "string"},
+            split_sizes={"train_traces": len(traces)},
         )
 
     def after_training(
