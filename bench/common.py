@@ -25,6 +25,18 @@ def train_throughput(run_id: str, metric: str = "train_images_per_s") -> float:
     return statistics.fmean(m.value for m in history) if history else float("nan")
 
 
+def replace_section(path: Path, key: str, text: str) -> str:
+    """The report at `path` with its `key` section (between HTML comment markers) replaced by
+    `text`, or appended when absent: several benchmarks share one page, each owns a section."""
+    begin, end = f"<!-- begin:{key} -->", f"<!-- end:{key} -->"
+    current = path.read_text() if path.exists() else f"# {path.stem.capitalize()}\n\n"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        return head + block + rest.split(end, 1)[1].lstrip("\n")
+    return current.rstrip("\n") + "\n\n" + block
+
+
 def publish(
     settings: Settings,
     *,
