@@ -325,7 +325,7 @@ class OTDRDetector(nn.Module):
     def _postprocess(
         self, scores: Tensor, deltas: Tensor, proposals: Tensor, length: int
     ) -> dict[str, Tensor]:
-        segments = self.roi_coder.decode(deltas, proposals).view(len(proposals), -1, 2)
+        segments = self.roi_coder.decode(deltas, proposals).view(len(proposals), scores.shape[1], 2)
         segments = segments.clamp(0, length)[:, 1:].reshape(-1, 2)
         classes = torch.arange(1, self.num_classes, device=scores.device)
         labels = classes.repeat(len(proposals))

@@ -226,7 +226,7 @@ class RCNN(nn.Module):
         with_bias = torch.cat([scaled, scaled.new_ones((len(scaled), 1))], dim=1)
         deltas = torch.einsum("nd,cdk->nck", with_bias, self.box_regression)
         boxes = PAPER_BOX_CODER.decode_single(deltas.flatten(1), regions)
-        return scores, boxes.reshape(len(regions), -1, 4)
+        return scores, boxes.reshape(len(regions), scores.shape[1], 4)  # R may be 0
 
     def _select(
         self, scores: Tensor, boxes: Tensor, image_size: tuple[int, int]

@@ -2,6 +2,10 @@
 
 Every error a client sees is `{"error": {"code": "...", "message": "..."}}`, including FastAPI's
 request validation errors and Starlette's unknown-route / wrong-method responses.
+
+Which errors are the client's fault is decided by type, never by guessing from a message: an
+ApiError (raised by the edge checks, or by a task deployment and carried back through Ray as
+the cause of a RayTaskError) is a 4xx; any other exception is a bug and stays a logged 500.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,12 @@ class PayloadTooLarge(ApiError):
     status_code = 413
 
 
+class Unprocessable(ApiError):
+    """Well-formed input the models cannot take (a degenerate image, a trace out of range)."""
+
+    status_code = 422
+
+
 class UnsupportedMediaType(ApiError):
     status_code = 415
 
@@ -84,18 +96,33 @@ def error_response(
     return JSONResponse(error_body(code, message), status_code=status_code, headers=headers)
 
 
+# A body with a million bad values names the first few, not all of them.
+MAX_DESCRIBED_ERRORS = 5
+
+
 def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
     """FastAPI's error list -> one line naming each field, e.g. 'query.score_threshold: ...'."""
     parts = []
-    for error in errors:
+    for error in errors[:MAX_DESCRIBED_ERRORS]:
         location = ".".join(str(part) for part in error.get("loc", ()))
         parts.append(f"{location}: {error.get('msg', 'invalid value')}")
+    if len(errors) > MAX_DESCRIBED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_DESCRIBED_ERRORS} more")
     return "; ".join(parts) or "invalid request"
 
 
+def client_error(exc: Exception) -> ApiError | None:
+    """The ApiError `exc` is, or that a task deployment raised and Ray carried back; else None.
+    (Ray re-raises a remote ApiError as a RayTaskError that may also subclass the ApiError.)"""
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, ApiError):
+        return exc.cause
+    return exc if isinstance(exc, ApiError) else None
+
+
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return exc.response()
+    error = client_error(exc)
+    assert error is not None
+    return error.response()
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -109,7 +136,17 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", describe_validation_errors(exc.errors()))
 
 
+async def _client_disconnect(_: Request, exc: Exception) -> JSONResponse:
+    # Nobody reads this answer; it keeps a half-sent upload from being logged as a server bug.
+    return error_response(
+        400, "incomplete_body", "the client closed the connection before the body was complete"
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    error = client_error(exc)
+    if error is not None:  # a task deployment refused the input
+        return error.response()
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
 
@@ -119,4 +156,5 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -4,6 +4,9 @@ Size limits are checked before any pixel is decoded: the byte count first, then 
 from the file header (Pillow's `Image.open` is lazy), so a decompression bomb never allocates.
 Pixels are then decoded eagerly so a truncated or corrupt file fails here, not in the model.
 Truncated files are never accepted: `ImageFile.LOAD_TRUNCATED_IMAGES` is left at its default.
+Degenerate shapes (a side under MIN_IMAGE_SIDE, or sides further apart than MAX_ASPECT_RATIO)
+are refused from the header too: detectors scale the longer side to their input size, and such
+an image would leave the shorter one at zero pixels.
 """
 
 from __future__ import annotations
@@ -13,22 +16,26 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sightline.serve.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from sightline.serve.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
 READABLE_FORMATS = "JPEG, PNG, BMP, GIF, TIFF or WEBP"
 # Integer modes wider than 8 bits; Pillow's own convert("RGB") clips them at 255 instead of scaling.
 WIDE_INTEGER_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+MIN_IMAGE_SIDE = 8  # pixels
+MAX_ASPECT_RATIO = 20  # longer side / shorter side
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Decode an uploaded image (first frame, EXIF orientation applied) into RGB.
 
     Raises BadRequest (empty, truncated or corrupt), PayloadTooLarge (more than `max_bytes`
-    bytes or `max_pixels` pixels) or UnsupportedMediaType (not an image Pillow can read).
+    bytes or `max_pixels` pixels), Unprocessable (a degenerate shape) or UnsupportedMediaType
+    (not an image Pillow can read).
     """
     check_byte_size(data, max_bytes)
     with open_lazily(data) as image:
         check_pixel_count(image, max_pixels)
+        check_shape(image)
         return to_rgb(decode_upright(image))
 
 
@@ -63,6 +70,21 @@ def check_pixel_count(image: Image.Image, max_pixels: int) -> None:
         raise PayloadTooLarge(
             "too_many_pixels",
             f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+        )
+
+
+def check_shape(image: Image.Image) -> None:
+    width, height = image.size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise Unprocessable(
+            "image_too_small",
+            f"the image is {width}x{height} pixels; each side must be at least {MIN_IMAGE_SIDE}",
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise Unprocessable(
+            "extreme_aspect_ratio",
+            f"the image is {width}x{height} pixels; its longer side may be at most "
+            f"{MAX_ASPECT_RATIO} times its shorter side",
         )
 
 

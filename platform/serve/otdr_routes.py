@@ -7,8 +7,9 @@ here with sightline.data.sor, versions 1 and 2) or as JSON {"samples": [dB, ...]
 "resolution_m": metres per sample}. `?model=<family>` picks a registered family other than the
 champion; `?score_threshold=` drops weaker events (default: serve.default_score_threshold).
 Every bad upload gets a 4xx JSON error naming the problem: an empty or unreadable .sor file (the
-block and field at fault), NaN or infinite samples (their index), resolution_m <= 0, or more
-samples than serve.max_trace_samples.
+block and field at fault), NaN, infinite or out-of-range samples (their index), a resolution
+outside MIN_RESOLUTION_M..MAX_RESOLUTION_M, fewer than MIN_TRACE_SAMPLES samples or more than
+serve.max_trace_samples.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sightline.data.sor import SorError, read_sor
 from sightline.serve.errors import (
     BadRequest,
     PayloadTooLarge,
+    Unprocessable,
     UnsupportedMediaType,
     describe_validation_errors,
 )
@@ -38,6 +40,13 @@ from sightline.serve.uploads import (
 )
 
 FILE_FIELD = "file"
+# Sane ranges for a trace (whatever its source): instruments space samples centimetres to
+# tens of metres apart and read levels within tens of dB; these bounds leave wide room while
+# keeping every value, and every position in metres, finite in float32 arithmetic.
+MIN_TRACE_SAMPLES = 2
+MIN_RESOLUTION_M = 1e-3
+MAX_RESOLUTION_M = 1e3
+MAX_ABS_DB = 1e3
 HOW_TO_SEND = (
     f"send a .sor file as a multipart/form-data file field named {FILE_FIELD!r}, or JSON "
     '{"samples": [dB, ...], "resolution_m": metres per sample} with Content-Type '
@@ -50,10 +59,15 @@ class TraceBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    samples: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
-        min_length=2, description="one-way dB values (finite), first sample at 0 m"
+    samples: list[Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_DB, le=MAX_ABS_DB)]] = (
+        Field(min_length=MIN_TRACE_SAMPLES, description="one-way dB values, first sample at 0 m")
     )
-    resolution_m: float = Field(gt=0, allow_inf_nan=False, description="metres per sample")
+    resolution_m: float = Field(
+        ge=MIN_RESOLUTION_M,
+        le=MAX_RESOLUTION_M,
+        allow_inf_nan=False,
+        description="metres per sample",
+    )
 
 
 class OTDREvent(BaseModel):
@@ -82,7 +96,7 @@ OTDR_ERRORS: dict[int | str, dict[str, Any]] = {
         404: "the requested model family is not loaded",
         413: "body or trace larger than the limits",
         415: "neither multipart/form-data nor application/json",
-        422: "invalid JSON trace (e.g. NaN samples, resolution_m <= 0) or query parameter",
+        422: "a trace out of range (NaN or extreme samples, resolution_m) or query parameter",
         503: "no champion OTDR model is registered yet",
     }.items()
 }
@@ -103,10 +117,8 @@ OTDR_REQUEST_BODY = {
 }
 
 
-class InvalidTrace(BadRequest):
-    """The JSON trace parsed but breaks the schema (as FastAPI's own body errors: 422)."""
-
-    status_code = 422
+class InvalidTrace(Unprocessable):
+    """The trace parsed but breaks the schema or the sane ranges (as FastAPI's body errors)."""
 
 
 def trace_from_sor(data: bytes, filename: str) -> tuple[np.ndarray, float]:
@@ -120,7 +132,25 @@ def trace_from_sor(data: bytes, filename: str) -> tuple[np.ndarray, float]:
         raise BadRequest(
             "invalid_sor", f"{filename} is not a readable SR-4731 .sor file: {problem}"
         ) from None
+    check_sor_ranges(trace.samples, trace.resolution_m, filename)
     return trace.samples, trace.resolution_m
+
+
+def check_sor_ranges(samples: np.ndarray, resolution_m: float, filename: str) -> None:
+    """The sane ranges TraceBody declares for JSON, for a trace read from a .sor file."""
+    if not MIN_RESOLUTION_M <= resolution_m <= MAX_RESOLUTION_M:
+        raise InvalidTrace(
+            "invalid_trace",
+            f"{filename}: block 'FxdParams' gives {resolution_m:.6g} m per sample (data spacing "
+            f"/ group index); the accepted range is {MIN_RESOLUTION_M:g} to {MAX_RESOLUTION_M:g}",
+        )
+    deepest = float(np.abs(samples).max(initial=0.0))
+    if deepest > MAX_ABS_DB:
+        raise InvalidTrace(
+            "invalid_trace",
+            f"{filename}: block 'DataPts' holds a level of -{deepest:.6g} dB (scale factor); "
+            f"levels must lie within {MAX_ABS_DB:g} dB",
+        )
 
 
 def trace_from_json(data: bytes) -> tuple[np.ndarray, float]:
@@ -130,6 +160,8 @@ def trace_from_json(data: bytes) -> tuple[np.ndarray, float]:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("invalid_json", "the body's JSON is nested too deeply") from None
     try:
         body = TraceBody.model_validate(raw)
     except ValidationError as exc:
@@ -161,6 +193,11 @@ async def read_trace(request: Request, max_bytes: int) -> tuple[np.ndarray, floa
 
 
 def check_length(samples: np.ndarray, max_samples: int) -> None:
+    if len(samples) < MIN_TRACE_SAMPLES:
+        raise InvalidTrace(
+            "trace_too_short",
+            f"the trace has {len(samples)} samples; at least {MIN_TRACE_SAMPLES} are needed",
+        )
     if len(samples) > max_samples:
         raise PayloadTooLarge(
             "trace_too_long",

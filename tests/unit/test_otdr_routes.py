@@ -47,6 +47,8 @@ def register_untrained(store: Path) -> None:
             uri = log_model(
                 model,
                 family=family,
+                num_classes=NUM_CLASSES,
+                model_params=TINY[family][1],
                 metadata={"task": "events1d", "class_names": list(EVENT_TYPES)},
             )
         register(uri, group="otdr", family=family, metrics={"map_50": value}, tags={})
@@ -168,7 +170,7 @@ def test_bad_uploads_get_a_4xx_naming_the_problem(api: TestClient) -> None:
             post_json(api, {"samples": samples, "resolution_m": -2.5}),
             422,
             "invalid_trace",
-            "greater than 0",
+            "greater than or equal to 0.001",
         ),
         (post_json(api, {"samples": samples}), 422, "invalid_trace", "body.resolution_m"),
         (post_json(api, {"samples": [1.0], "resolution_m": 1}), 422, "invalid_trace", "samples"),
