@@ -35,6 +35,13 @@ def use_tracking(uri: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
+def ui_path(experiment: str) -> str:
+    """The MLflow UI's page of an experiment's runs (after the UI's base URL). MLflow 3.17's
+    UI keeps a per-browser GenAI / Model training switch (GenAI until a user flips it) that
+    outranks the experiment kind; the link names the model-training view explicitly."""
+    return f"#/experiments/{experiment}/runs?workflowType=machine_learning"
+
+
 def experiment_id(group: str, artifact_root: Path | None = None) -> str:
     """The experiment of a task group, created on first use.
 
