@@ -16,6 +16,14 @@ import sys
 from sightline.config import load_settings
 
 REPORT = "docs/benchmarks/tuning.md"
+# The params.yaml keys this report reads (the search sizes it describes); dvc.yaml lists
+# exactly these (a literal: the test reads it without running the script's imports).
+STAGE_PARAMS = (
+    "tune.num_samples",
+    "tune.reduction_factor",
+    "tune.max_concurrent_trials",
+    "tune.workers_per_trial",
+)
 
 
 def _config(config: dict[str, str]) -> str:

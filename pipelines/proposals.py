@@ -21,6 +21,10 @@ from sightline.stage import run_stage
 
 console = Console(stderr=True)
 
+# The params.yaml keys this stage reads; dvc.yaml lists exactly these
+# (tests/unit/test_dvc_params.py).
+STAGE_PARAMS = ("proposals", "detection_data")
+
 
 def stage(settings: Settings, args: argparse.Namespace) -> int:
     cfg = settings.proposals
