@@ -159,10 +159,15 @@ def bench(
 
 @app.command()
 def serve(params: ParamsOption = None) -> None:
-    """Start the Ray Serve app (HTTP) with the registered champions."""
-    from sightline.serve.app import run
+    """Start the Ray Serve app (HTTP) with the registered champions; refuses a port that is
+    already served (one server per port)."""
+    from sightline.serve.app import PortInUse, run
 
-    run(_settings(params), blocking=True)
+    try:
+        run(_settings(params), blocking=True)
+    except PortInUse as exc:
+        error(str(exc))
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -5,6 +5,9 @@ task group (detector.py, otdr.py, faces.py).
     run(settings, blocking=True)        -> start/join Ray, start Serve on settings.serve.host:port,
                                            deploy; when blocking, serve until Ctrl-C
 
+A port that already answers is refused (PortInUse), never shared: Serve's proxy binds with
+SO_REUSEPORT, so a second app on the same port would silently split requests with the first.
+
 Routes: GET /healthz, GET /v1/models, POST /v1/detect, POST /v1/otdr/events,
 POST /v1/faces/{enroll,identify,verify}, GET /v1/faces, DELETE /v1/faces/{identity}; OpenAPI
 at /docs. Every error is a JSON body {"error": {"code", "message"}} (errors.py); bad input
@@ -13,8 +16,10 @@ never takes the server down.
 
 from __future__ import annotations
 
+import socket
 import time
 
+import httpx
 from ray import serve
 from ray.serve import Application
 
@@ -40,10 +45,17 @@ def build_app(settings: Settings) -> Application:
     )
 
 
+class PortInUse(RuntimeError):
+    """Something already accepts connections on the port the app was asked to serve on."""
+
+
 def run(settings: Settings, *, blocking: bool = True) -> None:
-    """Deploy the app on Ray Serve; when blocking, serve until Ctrl-C, then shut Serve down."""
-    ensure_ray(settings.ray_address)
+    """Deploy the app on Ray Serve; when blocking, serve until Ctrl-C, then shut Serve down.
+
+    Raises PortInUse, before Ray starts, when serve.host:serve.port is already served."""
     host, port = settings.serve.host, settings.serve.port
+    check_port_free(host, port)
+    ensure_ray(settings.ray_address)
     serve.start(http_options={"host": host, "port": port})
     if not blocking:
         deploy(settings)
@@ -72,3 +84,24 @@ def prepare_tracking_store(tracking_uri: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri=tracking_uri).search_registered_models(max_results=1)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUse naming the port and what holds it (a Sightline app or another program)."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return  # nothing accepts connections there
+    raise PortInUse(
+        f"{host}:{port} is already served by {describe_server(host, port)}; stop it first, "
+        "or set serve.port to a free port. To load new champions into a running Sightline "
+        "app, POST /v1/admin/reload instead of starting a second one."
+    )
+
+
+def describe_server(host: str, port: int) -> str:
+    try:
+        health = httpx.get(f"http://{host}:{port}/healthz", timeout=5).json()
+        return f"a Sightline app ({health['models_loaded']} models loaded)"
+    except (httpx.HTTPError, ValueError, TypeError, KeyError):
+        return "another program (it does not answer GET /healthz as a Sightline app does)"
