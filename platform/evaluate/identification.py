@@ -8,10 +8,13 @@ is strictly below the threshold γ (the gallery's rule). FAR(γ) = share of impo
 - eer: the rate where FAR = FRR, linearly interpolated between the ROC's points.
 - tar_at_far_1e-2 / 1e-3: TAR at γ = calibrate_gamma(…, target FAR).
 - top1: closed set; each unseen identity enrolled with k templates, each remaining image
-  queried; correct when the identity with the smallest mean (or min) distance is its own.
+  queried; correct when the identity ranked first is its own.
 - dir_at_far_1e-2: open set (detection and identification rate); γ set so that 1% of the
   impostor queries (identities never enrolled) are accepted; DIR = share of enrolled-identity
-  queries that are ranked first on their own identity AND below γ.
+  queries that are ranked first on their own identity AND accepted (below γ).
+
+Ranking and acceptance are the server's own rule, sightline.gallery.ranking (mean or min
+distance, ties to the identity that sorts first, strictly below γ), not a copy of it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-Rule = Literal["mean", "min"]
-RULES: tuple[str, ...] = ("mean", "min")
+from sightline.gallery.ranking import Rule, accepted, rank_identities
+
 METRIC_NAMES = (
     "roc_auc",
     "eer",
@@ -35,7 +37,6 @@ METRIC_NAMES = (
     "top1",
     "dir_at_far_1e-2",
 )
-QUERY_CHUNK = 1024  # bounds the (queries x templates) distance block in memory
 
 
 def _distances(values: object, name: str) -> np.ndarray:
@@ -150,31 +151,6 @@ def pair_distances(
     return genuine.astype(np.float64), impostor.astype(np.float64)
 
 
-def identity_distances(
-    queries: np.ndarray, templates: np.ndarray, template_labels: np.ndarray, rule: Rule = "mean"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, I) distance of each query to each identity, and the I identities (sorted).
-
-    rule "mean": mean distance to the identity's templates; "min": distance to the nearest one.
-    """
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-    template_labels = np.asarray(template_labels)
-    order = np.argsort(template_labels, kind="stable")
-    identities, starts, counts = np.unique(
-        template_labels[order], return_index=True, return_counts=True
-    )
-    sorted_templates = np.asarray(templates)[order]
-    blocks = []
-    for start in range(0, len(queries), QUERY_CHUNK):
-        distances = pairwise_distances(queries[start : start + QUERY_CHUNK], sorted_templates)
-        if rule == "mean":
-            blocks.append(np.add.reduceat(distances, starts, axis=1) / counts)
-        else:
-            blocks.append(np.minimum.reduceat(distances, starts, axis=1))
-    return np.concatenate(blocks) if blocks else np.zeros((0, len(identities))), identities
-
-
 def split_enroll_query(labels: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices of k enrolled templates per identity and of the remaining (query) images.
 
@@ -201,9 +177,8 @@ def split_enroll_query(labels: np.ndarray, k: int, seed: int = 0) -> tuple[np.nd
 def _best_identity(
     queries: np.ndarray, templates: np.ndarray, template_labels: np.ndarray, rule: Rule
 ) -> tuple[np.ndarray, np.ndarray]:
-    distances, identities = identity_distances(queries, templates, template_labels, rule)
-    best = distances.argmin(axis=1)
-    return identities[best], distances[np.arange(len(best)), best]
+    ranking = rank_identities(queries, templates, template_labels, rule, top=1)
+    return ranking.identities[:, 0], ranking.distances[:, 0]
 
 
 def top1_accuracy(
@@ -213,7 +188,7 @@ def top1_accuracy(
     query_labels: np.ndarray,
     rule: Rule = "mean",
 ) -> float:
-    """Closed set: share of queries whose nearest identity (mean/min rule) is their own."""
+    """Closed set: share of queries whose first-ranked identity (mean/min rule) is their own."""
     predicted, _ = _best_identity(queries, templates, template_labels, rule)
     return float(np.mean(predicted == np.asarray(query_labels)))
 
@@ -231,7 +206,7 @@ def dir_at_far(
     predicted, best = _best_identity(queries, templates, template_labels, rule)
     _, impostor_best = _best_identity(impostor_queries, templates, template_labels, rule)
     gamma = calibrate_gamma(best, impostor_best, far).gamma
-    return float(np.mean((predicted == np.asarray(query_labels)) & (best < gamma)))
+    return float(np.mean((predicted == np.asarray(query_labels)) & accepted(best, gamma)))
 
 
 def identification_metrics(

@@ -13,7 +13,6 @@ from sightline.evaluate.identification import (
     eer,
     embed_batches,
     identification_metrics,
-    identity_distances,
     pair_distances,
     roc_auc,
     split_enroll_query,
@@ -83,17 +82,6 @@ def test_pair_distances_split_genuine_and_impostor_pairs() -> None:
     assert sorted(impostor.tolist()) == pytest.approx([1.0, np.sqrt(18.0)])
     _, capped = pair_distances(embeddings, np.array([1, 2, 3]), max_impostor_pairs=2)
     assert len(capped) == 2
-
-
-def test_identity_distances_mean_and_min() -> None:
-    templates = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
-    labels = np.array(["b", "b", "a"])
-    query = np.zeros((1, 2))
-    mean, identities = identity_distances(query, templates, labels, "mean")
-    minimum, _ = identity_distances(query, templates, labels, "min")
-    assert identities.tolist() == ["a", "b"]
-    assert mean[0].tolist() == pytest.approx([2.0, 2.0])
-    assert minimum[0].tolist() == pytest.approx([2.0, 1.0])
 
 
 def test_split_enroll_query_keeps_k_templates_per_identity() -> None:
