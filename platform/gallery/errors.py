@@ -1,0 +1,19 @@
+"""What the gallery refuses: bad input, another model's embeddings, people it does not hold."""
+
+from __future__ import annotations
+
+
+class GalleryError(ValueError):
+    """Bad input to the gallery (identity name, images, embeddings, γ, rule)."""
+
+
+class ModelVersionMismatch(GalleryError):
+    """Embeddings from another model version than the one the gallery holds."""
+
+
+class UnknownIdentityError(LookupError):
+    """The named identity is not enrolled."""
+
+    def __init__(self, identity: str) -> None:
+        super().__init__(f"identity {identity!r} is not enrolled")
+        self.identity = identity
