@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install demo tune data test test-unit lint serve clean
+.PHONY: install browser demo tune data test test-unit lint serve clean
 
 # The environment, rebuilt when pyproject.toml or constraints.txt change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -35,7 +35,17 @@ demo: data
 tune: install
 	$(BIN)/dvc repro tuning
 
-test: install
+# Headless Chromium + chromedriver for the browser tests (Debian packages; no browser download).
+# Installed when missing and when root; otherwise those tests skip and say why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	  else echo "chromium/chromedriver missing (not root or no apt-get): browser tests will skip"; fi; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest
 
 test-unit: install

@@ -1,8 +1,11 @@
 """What the pipeline stages hand each other on disk (DVC outputs), in one place.
 
-artifacts/models/<family>/  state.pt + model.json   (train -> evaluate, register)
+artifacts/models/<family>/  weights.safetensors + model.json   (train -> evaluate, register)
 metrics/<family>.json                                (evaluate -> register; DVC metrics)
 reports/registry/<group>/<family>.json               (register: version and champion decision)
+
+A model is its weights as plain tensors (safetensors) plus its JSON record; loading rebuilds
+the network from the model registry's builder. Nothing here, or anywhere, unpickles a model.
 """
 
 from __future__ import annotations
@@ -11,15 +14,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
+import safetensors.torch
 from pydantic import BaseModel
+from safetensors import SafetensorError
 from torch import nn
 
 from sightline.config import Settings
 from sightline.models import build_model
 
-STATE_FILE = "state.pt"
+WEIGHTS_FILE = "weights.safetensors"
 RECORD_FILE = "model.json"
+# Names of files that usually hold pickles (torch.save, joblib, cloudpickle): never loaded.
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".dill"}
+
+
+class UnsafeModelFile(ValueError):
+    """A model file that is not plain tensors + JSON (e.g. a pickle, which could run code)."""
 
 
 class ModelRecord(BaseModel):
@@ -69,7 +79,8 @@ def registry_report_path(settings: Settings, family: str) -> Path:
 
 def save_trained(directory: Path, model: nn.Module, record: ModelRecord) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / STATE_FILE)
+    # save_model (not save_file): it drops the duplicate names of shared tensors.
+    safetensors.torch.save_model(model, str(directory / WEIGHTS_FILE))
     (directory / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
 
 
@@ -81,11 +92,39 @@ def load_record(directory: Path) -> ModelRecord:
 
 
 def load_trained(directory: Path) -> tuple[nn.Module, ModelRecord]:
+    """Rebuild the recorded family and read its safetensors weights; raises UnsafeModelFile
+    if the weights file is anything else (a pickle is refused, never opened as one)."""
     record = load_record(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: train this family again (dvc repro train)")
     model = build_model(record.family, record.num_classes, **record.model_params)
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        safetensors.torch.load_model(model, str(weights), device="cpu")
+    except SafetensorError as exc:
+        raise UnsafeModelFile(
+            f"{weights} is not a safetensors weights file ({exc}); refusing to load it: "
+            "model weights are read only as plain tensors"
+        ) from None
     return model.eval(), record
+
+
+def refuse_pickles(directory: Path) -> None:
+    """Raise UnsafeModelFile naming the first file under `directory` that is or may be a
+    pickle (by name, by a pickle or torch.save header), so a planted payload is never loaded."""
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if path.name == WEIGHTS_FILE:
+            continue  # checked by the safetensors reader itself
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        pickled = head[:1] == b"\x80" and head[1:2] in {b"\x02", b"\x03", b"\x04", b"\x05"}
+        zipped = head == b"PK\x03\x04"  # torch.save's zip holds a data.pkl
+        if path.suffix.lower() in PICKLE_SUFFIXES or pickled or zipped:
+            raise UnsafeModelFile(
+                f"{path.relative_to(directory)} in {directory} may be a pickle (it could run "
+                "code when loaded); refusing to load this model: Sightline models hold only "
+                f"{WEIGHTS_FILE} and JSON"
+            )
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

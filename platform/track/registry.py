@@ -2,19 +2,35 @@
 
 `champion` moves only when a new version beats the current champion on the task's primary
 metric (DESIGN.md "Names"); every version carries its family, metrics and lineage as tags.
+
+A logged model holds no pickle: its weights are a safetensors file and its record JSON
+(sightline.artifacts), wrapped as an MLflow pyfunc from code (pyfunc_model.py) so MLflow can
+serve it; load_version refuses a model directory holding anything that may be a pickle.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from torch import nn
+
+from sightline.artifacts import (
+    ModelRecord,
+    UnsafeModelFile,
+    load_trained,
+    refuse_pickles,
+    save_trained,
+)
+from sightline.models.registry import family as lookup_family
+from sightline.track import pyfunc_model
 
 REGISTERED_MODEL = {
     "detection": "sightline-detector",
@@ -24,7 +40,7 @@ REGISTERED_MODEL = {
 PRIMARY_METRIC = {"detection": "map", "otdr": "map_50", "identification": "dir_at_far_1e-2"}
 CHAMPION = "champion"
 # Requirements written into the MLmodel: stated, so MLflow does not spend a minute inferring them.
-MODEL_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "sightline"]
+MODEL_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "safetensors", "sightline"]
 
 
 @dataclass(frozen=True)
@@ -69,15 +85,48 @@ class LoadedModel:
         return list(self.metadata.get("class_names", []))
 
 
-def log_model(model: nn.Module, *, family: str, metadata: dict[str, Any]) -> str:
-    """Log a PyTorch model into the active run; returns its model URI."""
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        metadata={"family": family, **metadata},
-        pip_requirements=MODEL_REQUIREMENTS,
-        serialization_format="pickle",
+def log_model(
+    model: nn.Module,
+    *,
+    family: str,
+    num_classes: int,
+    model_params: dict[str, Any],
+    metadata: dict[str, Any],
+) -> str:
+    """Log `model` (built by `family`'s builder from `num_classes` and `model_params`) into the
+    active run as safetensors weights + a JSON record in a pyfunc; returns its model URI.
+
+    `metadata`: task, class_names, category_ids and the values calibrated after training (γ).
+    """
+    extras = {k: v for k, v in metadata.items() if k not in {"task", "class_names", "category_ids"}}
+    record = ModelRecord(
+        family=family,
+        task=metadata.get("task") or lookup_family(family).task,
+        num_classes=num_classes,
+        model_params=model_params,
+        class_names=list(metadata.get("class_names", [])),
+        category_ids=list(metadata.get("category_ids", [])),
+        run_id=mlflow.active_run().info.run_id,
+        model_uri="",
+        tags={},
+        extras=extras,
     )
+    example = pyfunc_model.example_input(record.task, model)
+    training = model.training
+    output = pyfunc_model.predict_rows(model.eval(), record.task, example)
+    model.train(training)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / pyfunc_model.MODEL_ARTIFACT
+        save_trained(directory, model, record)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=pyfunc_model.__file__,
+            artifacts={pyfunc_model.MODEL_ARTIFACT: str(directory)},
+            signature=pyfunc_model.signature(example, output),
+            input_example=example,
+            metadata={"family": family, "task": record.task, **metadata},
+            pip_requirements=MODEL_REQUIREMENTS,
+        )
     return info.model_uri
 
 
@@ -165,13 +214,37 @@ def load_version(group: str, alias_or_version: str = CHAMPION) -> LoadedModel:
     else:
         version = client.get_model_version_by_alias(name, alias_or_version)
         uri = f"models:/{name}@{alias_or_version}"
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    model.eval()
-    metadata = dict(mlflow.models.get_model_info(uri).metadata or {})
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        try:
+            model, record = load_model_dir(local)
+        except UnsafeModelFile as exc:
+            raise UnsafeModelFile(f"{name} v{version.version}: {exc}") from None
     return LoadedModel(
         model=model,
-        family=version.tags.get("family", metadata.get("family", "unknown")),
+        family=version.tags.get("family", record.family),
         version=str(version.version),
         registered_model=name,
-        metadata=metadata,
+        metadata={
+            "task": record.task,
+            "class_names": record.class_names,
+            "category_ids": record.category_ids,
+            **record.extras,
+        },
     )
+
+def load_model_dir(directory: Path) -> tuple[nn.Module, ModelRecord]:
+    """A downloaded MLflow model directory -> the rebuilt module and its record, reading only
+    plain files (the MLmodel YAML, the record JSON, the safetensors weights)."""
+    refuse_pickles(directory)
+    mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
+    artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    if pyfunc_model.MODEL_ARTIFACT not in artifacts:
+        raise UnsafeModelFile(
+            f"{directory} is not a Sightline model (no {pyfunc_model.MODEL_ARTIFACT!r} artifact: "
+            "logged before weights were stored as safetensors?); register it again"
+        )
+    model_files = (directory / artifacts[pyfunc_model.MODEL_ARTIFACT]["path"]).resolve()
+    if not model_files.is_relative_to(directory.resolve()):
+        raise UnsafeModelFile(f"{directory}: the model artifact points outside the model")
+    return load_trained(model_files)

@@ -120,5 +120,11 @@ def train_and_log(
         **record.extras,
     }
     with resume_run(run_id):
-        record.model_uri = log_model(model, family=family, metadata=metadata)
+        record.model_uri = log_model(
+            model,
+            family=family,
+            num_classes=data.num_classes,
+            model_params=data.model_params,
+            metadata=metadata,
+        )
     return TrainedFamily(model=model, record=record, last_metrics=last)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from torch import nn
@@ -16,7 +15,7 @@ from sightline.cluster import ensure_ray, gpus_available
 from sightline.models import build_model
 from sightline.models.registry import family as lookup_family
 from sightline.train.job import TrainJob
-from sightline.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+from sightline.train.loop import load_checkpoint, train_loop_per_worker
 
 
 @dataclass
@@ -96,7 +95,7 @@ def _fit_once(
     params = {k: v for k, v in job.model_params.items() if k != "training_step"}
     model = build_model(job.family, job.num_classes, **params)
     with result.checkpoint.as_directory() as ckpt_dir:
-        state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt_dir)
     model.load_state_dict(state["model"])
     return TrainOutcome(
         model=model.eval(), metrics=dict(result.metrics), checkpoint_path=result.checkpoint.path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,23 @@ from sightline.train.tasks import adapter_for
 from sightline.train.validation import validation_metrics
 
 CHECKPOINT_FILE = "state.pt"
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file that is not plain tensors and numbers (e.g. a pickle that runs code)."""
+
+
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's state (model, optimizer, scheduler, epoch), read weights-only: tensors,
+    numbers, strings and containers, nothing else; a pickle payload is refused, never run."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0]
+        raise UnsafeCheckpoint(
+            f"{path} is not a weights-only checkpoint ({reason}); refusing to load it"
+        ) from None
 
 
 class InjectedFailure(RuntimeError):
@@ -102,16 +120,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and job.init_state is not None:  # a schedule step: previous weights
         with ray.train.Checkpoint(job.init_state).as_directory() as ckpt_dir:
-            state = torch.load(
-                Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device, weights_only=False
-            )
+            state = load_checkpoint(ckpt_dir, device)
         model.load_state_dict(state["model"])
     tracker = MlflowClient(job.tracking_uri) if rank == 0 else None
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            state = torch.load(
-                Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device, weights_only=False
-            )
+            state = load_checkpoint(ckpt_dir, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

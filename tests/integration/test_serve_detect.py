@@ -43,11 +43,14 @@ TOKEN = "test-admin-token"
 def register_untrained_detectors(artifact_root: Path) -> None:
     """v1 faster_rcnn (champion), v2 faster_rcnn (worse), v3 the same weights as OTHER_FAMILY."""
     torch.manual_seed(0)
-    model = build_model("faster_rcnn", num_classes=6, width=8, representation_size=64)
+    params = {"width": 8, "representation_size": 64}
+    model = build_model("faster_rcnn", num_classes=6, **params)
     with mlflow.start_run(experiment_id=experiment_id("detection", artifact_root)):
         uri = log_model(
             model,
             family="faster_rcnn",
+            num_classes=6,
+            model_params=params,
             metadata={"class_names": CLASS_NAMES, "task": "detect"},
         )
     for family, value in [("faster_rcnn", 0.3), ("faster_rcnn", 0.1), (OTHER_FAMILY, 0.05)]:

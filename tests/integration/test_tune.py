@@ -44,9 +44,12 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
     split = load_task_split(settings.detection_data, "val", settings.project_root, "detect")
     run_id = start_training_run("faster_rcnn", params={}, tags={})
     with resume_run(run_id):
+        params = {"width": 8, "representation_size": 32}
         uri = log_model(
-            build_model("faster_rcnn", split.num_classes + 1, width=8, representation_size=32),
+            build_model("faster_rcnn", split.num_classes + 1, **params),
             family="faster_rcnn",
+            num_classes=split.num_classes + 1,
+            model_params=params,
             metadata={"task": "detect"},
         )
     scope = f"val:{','.join(split.class_names)}"

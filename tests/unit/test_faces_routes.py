@@ -35,11 +35,14 @@ MAX_UPLOAD = 200_000
 
 
 def register_embedder(store: Path, image_size: int, gamma: float = GAMMA) -> None:
-    model = build_model("pixel_template", 1, image_size=image_size, channels=3)
+    params = {"image_size": image_size, "channels": 3}
+    model = build_model("pixel_template", 1, **params)
     with mlflow.start_run(experiment_id=experiment_id("identification", store / "artifacts")):
         uri = log_model(
             model,
             family="pixel_template",
+            num_classes=1,
+            model_params=params,
             metadata={"task": "embed", "gamma": gamma, "rule": "mean", "target_far": 0.01},
         )
     register(
