@@ -150,12 +150,15 @@ class _Fields:
             return values[0].split(b"\0")[0].decode("latin-1")
         return values if len(values) > 1 else values[0]
 
-    def string(self, field: str) -> str:
+    def string(self, field: str, encoding: str | None = None) -> str:
+        """NUL-terminated text: UTF-8 when it decodes, else Latin-1; or exactly `encoding`."""
         end = self.data.find(b"\0", self.pos)
         if end < 0:
             raise self.error(field, f"text starting at offset {self.pos} has no terminating NUL")
         raw = bytes(self.data[self.pos : end])
         self.pos = end + 1
+        if encoding is not None:
+            return raw.decode(encoding)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -234,12 +237,16 @@ def _read_layout(data: bytes, source: str) -> _Layout:
     fields.data = data[:map_size]
     entries = [
         (
-            fields.value("block name", "str"),
+            # Latin-1, one char per byte: the name round-trips to the bytes a v2 body repeats.
+            fields.string("block name", encoding="latin-1"),
             fields.value("revision", "H"),
             fields.value("size", "I"),
         )
         for _ in range(count - 1)
     ]
+    for position, (name, _revision, _size) in enumerate(entries, start=1):
+        if not name:
+            raise fields.error("block name", f"entry {position} of the block list has no name")
     blocks: dict[str, bytes] = {}
     offset = map_size
     for name, _revision, size in entries:
