@@ -29,6 +29,9 @@ data: install
 # The main job: every family of every task group trained, evaluated, registered, benchmarked.
 DEMO_TARGETS := bench_detectors bench_otdr bench_identification
 
+# Quiet: one line per stage and per epoch, libraries' logs in logs/<stage>.log;
+# `make demo VERBOSE=1` prints them all.
+demo: export SIGHTLINE_VERBOSE = $(VERBOSE)
 demo: data
 	$(BIN)/dvc repro $(DEMO_TARGETS)
 	$(BIN)/sightline summary

@@ -73,6 +73,12 @@ def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
     root, env, bin_dir = project
     first = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # A quiet console: the log file's path and one line per epoch, none of Ray's chatter.
+    console = first.stdout + first.stderr
+    assert "TrainingReport" not in console and "RayTrainWorker" not in console
+    assert "logs: logs/train-faster_rcnn.log" in console
+    assert "faster_rcnn epoch 1/2: loss" in console and "faster_rcnn epoch 2/2: loss" in console
+    assert (root / "logs" / "train-faster_rcnn.log").is_file()
 
     metrics = json.loads((root / "metrics" / "faster_rcnn.json").read_text())
     assert set(SUMMARY_NAMES) <= set(metrics)
