@@ -36,7 +36,7 @@ def train_family(settings: Settings, family_name: str) -> ModelRecord:
     trained = train_and_log(settings, family_name, data, run_id, tags=tags)
     directory = model_dir(settings, family_name)
     save_trained(directory, trained.model, trained.record)
-    console.print(f"[bold]{family_name}[/]: trained and saved to {directory}")
+    console.print(f"[bold]{family_name}[/]: trained and saved to {directory}", soft_wrap=True)
     return trained.record
 
 

@@ -7,6 +7,7 @@ stage behaves identically from the CLI and from `dvc repro`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sightline.config import SettingsError, load_settings
+from sightline.console import VERBOSE_ENV
 
 app = typer.Typer(
     help="Sightline: train, evaluate, track and serve detectors.", no_args_is_help=True
@@ -30,6 +32,15 @@ console = Console()
 
 ParamsOption = Annotated[
     Path | None, typer.Option("--params", help="params.yaml to use (default: ./params.yaml)")
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help=f"print Ray's and MLflow's own logs here instead of logs/<stage>.log "
+        f"(as {VERBOSE_ENV}=1 does)",
+    ),
 ]
 
 
@@ -46,11 +57,12 @@ def _settings(params: Path | None):
         raise typer.Exit(2) from None
 
 
-def _stage(module: str, *args: str, params: Path | None) -> None:
+def _stage(module: str, *args: str, params: Path | None, verbose: bool = False) -> None:
     command = [sys.executable, "-m", f"sightline.pipelines.{module}", *args]
     if params is not None:
         command += ["--params", str(params)]
-    raise typer.Exit(subprocess.run(command, check=False).returncode)
+    env = {**os.environ, VERBOSE_ENV: "1"} if verbose else None
+    raise typer.Exit(subprocess.run(command, check=False, env=env).returncode)
 
 
 SYNTH_KINDS = ("detection", "otdr", "identity")
@@ -114,22 +126,22 @@ def validate(
 
 
 @app.command()
-def train(family: str, params: ParamsOption = None) -> None:
+def train(family: str, params: ParamsOption = None, verbose: VerboseOption = False) -> None:
     """Train one model family on Ray Train, tracked in MLflow."""
-    _stage("train", "--family", family, params=params)
+    _stage("train", "--family", family, params=params, verbose=verbose)
 
 
 @app.command()
-def evaluate(family: str, params: ParamsOption = None) -> None:
+def evaluate(family: str, params: ParamsOption = None, verbose: VerboseOption = False) -> None:
     """COCO-evaluate a trained family on the validation split."""
-    _stage("evaluate", "--family", family, params=params)
+    _stage("evaluate", "--family", family, params=params, verbose=verbose)
 
 
 @app.command()
-def tune(family: str, params: ParamsOption = None) -> None:
+def tune(family: str, params: ParamsOption = None, verbose: VerboseOption = False) -> None:
     """Ray Tune search over a family's `tune.spaces` (child runs under one MLflow parent run);
     the best trial is registered, and becomes champion only if it beats the champion."""
-    _stage("tune", "--family", family, params=params)
+    _stage("tune", "--family", family, params=params, verbose=verbose)
 
 
 @app.command()

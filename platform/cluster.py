@@ -6,6 +6,8 @@ import os
 
 import ray
 
+from sightline.console import quiet_stage, reroute_library_loggers
+
 
 def ensure_ray(address: str | None = None) -> str:
     """Connect to Ray if this process is not connected yet; returns the GCS address.
@@ -18,9 +20,13 @@ def ensure_ray(address: str | None = None) -> str:
             address=address or os.environ.get("RAY_ADDRESS") or None,
             # The dashboard hosts Ray's state API, which Train v2's controller polls.
             dashboard_host="127.0.0.1",
-            configure_logging=True,
+            # In a quiet stage Ray's driver logs go to the stage's log file and its workers'
+            # stdout stays in Ray's own log files (sightline.console); otherwise both print.
+            configure_logging=not quiet_stage(),
             logging_level="WARNING",
+            log_to_driver=not quiet_stage(),
         )
+        reroute_library_loggers()
     return ray.get_runtime_context().gcs_address
 
 

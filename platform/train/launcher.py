@@ -16,6 +16,7 @@ from sightline.models import build_model
 from sightline.models.registry import family as lookup_family
 from sightline.train.job import TrainJob
 from sightline.train.loop import load_checkpoint, train_loop_per_worker
+from sightline.train.progress import shown_progress
 
 
 @dataclass
@@ -73,22 +74,25 @@ def _fit_once(
     job: TrainJob, build_params: dict[str, Any], name: str, callbacks: Sequence[Any]
 ) -> TrainOutcome:
     job = job.model_copy(update={"model_params": build_params})
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"job": job.model_dump(mode="json")},
-        scaling_config=scaling_for(job),
-        run_config=RunConfig(
-            name=name,
-            storage_path=storage_uri(job),
-            failure_config=FailureConfig(
-                max_failures=job.train.max_failures,
-                controller_failure_limit=job.train.controller_failure_limit,
+    step = build_params.get("training_step")
+    label = job.family if step is None else f"{job.family} step {step}"
+    with shown_progress(label) as progress:  # per-batch progress from rank 0
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"job": job.model_dump(mode="json"), "progress": progress},
+            scaling_config=scaling_for(job),
+            run_config=RunConfig(
+                name=name,
+                storage_path=storage_uri(job),
+                failure_config=FailureConfig(
+                    max_failures=job.train.max_failures,
+                    controller_failure_limit=job.train.controller_failure_limit,
+                ),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                callbacks=list(callbacks),
             ),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=list(callbacks),
-        ),
-    )
-    result = trainer.fit()
+        )
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training {job.family} produced no checkpoint")
     # The model as evaluated and served: built without any schedule step.

@@ -25,6 +25,7 @@ from torch import nn
 
 from sightline.models import build_model
 from sightline.train.job import TrainJob
+from sightline.train.progress import ProgressSender
 from sightline.train.tasks import adapter_for
 from sightline.train.validation import validation_metrics
 
@@ -136,6 +137,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
 
     model = ray.train.torch.prepare_model(model)
+    progress = ProgressSender(
+        config.get("progress") if rank == 0 else None, job.train.epochs, len(loader)
+    )
 
     for epoch in range(start_epoch, job.train.epochs):
         _maybe_inject_failure(job, epoch, rank)
@@ -159,6 +163,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             batches += 1
             images += len(batch[0])
+            progress.batch(epoch, batches)
         metrics = _mean_across_workers(sums, batches)
         elapsed = time.perf_counter() - started
         metrics["train_images_per_s"] = images * world / max(elapsed, 1e-9)
@@ -185,3 +190,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
                 )
             ray.train.report({**metrics, "epoch": epoch}, checkpoint=report_checkpoint)
+        progress.epoch(epoch, metrics)
