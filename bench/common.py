@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from sightline.config import Settings
 from sightline.track.runs import experiment_id, local_artifact_root, use_tracking
+from sightline.workloads import workload_for
 
 
 def train_throughput(run_id: str, metric: str = "train_images_per_s") -> float:
@@ -54,7 +55,8 @@ def publish(
     out.write_text(report)
     use_tracking(settings.tracking_uri)
     exp = experiment_id(
-        group, local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
+        workload_for(group).experiment,
+        local_artifact_root(settings.tracking_uri, settings.path("mlartifacts")),
     )
     with mlflow.start_run(experiment_id=exp, run_name=f"bench-{name}", tags={"kind": "benchmark"}):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})

@@ -21,21 +21,19 @@ from torchvision.ops import MultiScaleRoIAlign
 from sightline.models import faster_rcnn
 from sightline.models.backbones import load_local_weights
 
-# The synthetic "person" pictogram's keypoints (head, neck, hands, hip, feet); kept in step with
-# PERSON_KEYPOINTS in platform/data/synth/detection.py, which models/ may not import.
-SYNTH_PERSON_KEYPOINTS = 7
-
 
 def build(
     num_classes: int,
     *,
-    num_keypoints: int = SYNTH_PERSON_KEYPOINTS,
+    num_keypoints: int,
     keypoint_roi_size: int = 14,
     keypoint_layers: Sequence[int] = (32, 32, 32, 32),
     weights: str | None = None,
     **faster_rcnn_params: Any,
 ) -> FasterRCNN:
-    """Build a Keypoint R-CNN; `num_classes` counts the background class (label 0).
+    """Build a Keypoint R-CNN; `num_classes` counts the background class (label 0) and
+    `num_keypoints` is what the training data's categories name (the detection workload reads
+    it from the dataset, so params.yaml never keeps it in step by hand).
 
     `faster_rcnn_params` are the faster_rcnn family's knobs (`image_size`, `width`, `stages`,
     `anchor_sizes`, `aspect_ratios`, `rpn_*_top_n_*`, ...). Heatmaps are 4 * `keypoint_roi_size`

@@ -14,15 +14,6 @@ from torch import nn
 
 Task = Literal["detect", "segment", "keypoints", "events1d", "embed"]
 
-# Which MLflow experiment / registered model a task belongs to (DESIGN.md "Names").
-TASK_GROUP: dict[str, str] = {
-    "detect": "detection",
-    "segment": "detection",
-    "keypoints": "detection",
-    "events1d": "otdr",
-    "embed": "identification",
-}
-
 
 class UnknownFamilyError(KeyError):
     """params.yaml or a request named a family the registry does not have."""

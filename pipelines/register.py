@@ -22,7 +22,7 @@ from sightline.artifacts import (
 from sightline.config import Settings
 from sightline.stage import run_stage
 from sightline.track.registry import register
-from sightline.track.runs import resume_run, task_group, use_tracking
+from sightline.track.runs import resume_run, use_tracking
 from sightline.workloads import workload_of_family
 
 console = Console(stderr=True)
@@ -35,7 +35,7 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
     use_tracking(settings.tracking_uri)
     promotion = register(
         record.model_uri,
-        group=task_group(args.family),
+        workload=workload,
         family=args.family,
         metrics=workload.registry_metrics(metrics),
         tags={**record.tags, "run_id": record.run_id},
@@ -49,7 +49,7 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
                 "champion": str(promotion.promoted).lower(),
             }
         )
-    write_json(registry_report_path(settings, args.family), promotion.__dict__)
+    write_json(registry_report_path(settings, workload.name, args.family), promotion.__dict__)
     console.print(promotion.describe(), soft_wrap=True)
     return 0
 

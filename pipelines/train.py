@@ -22,18 +22,20 @@ console = Console(stderr=True)
 
 
 def train_family(settings: Settings, family_name: str) -> ModelRecord:
-    data = workload_of_family(family_name).training_data(settings, family_name)
+    workload = workload_of_family(family_name)
+    data = workload.training_data(settings, family_name)
     use_tracking(settings.tracking_uri)
     tags = lineage_tags(settings, data)
     run_id = start_training_run(
         family_name,
+        experiment=workload.experiment,
         params=run_params(settings, family_name, data),
         tags=tags,
         dataset=training_dataset(settings, data, tags),
         artifact_root=local_artifact_root(settings.tracking_uri, settings.path("mlartifacts")),
     )
     console.print(f"[bold]{family_name}[/]: MLflow run {run_id}")
-    trained = train_and_log(settings, family_name, data, run_id, tags=tags)
+    trained = train_and_log(settings, workload, family_name, data, run_id, tags=tags)
     directory = model_dir(settings, family_name)
     save_trained(directory, trained.model, trained.record)
     console.print(f"[bold]{family_name}[/]: trained and saved to {directory}", soft_wrap=True)

@@ -12,42 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from rich.console import Console
 
 from sightline.config import Settings
 from sightline.stage import run_stage
-from sightline.validate.report import ValidationReport
-
-
-def _detection(settings: Settings) -> ValidationReport:
-    from sightline.validate.detection import validate_detection_dataset
-
-    data = settings.detection_data
-    return validate_detection_dataset(data, settings.project_root, list(data.splits))
-
-
-def _otdr(settings: Settings) -> ValidationReport:
-    from sightline.validate.otdr import validate_otdr_dataset
-
-    data = settings.otdr_data
-    return validate_otdr_dataset(data, settings.project_root, list(data.splits))
-
-
-def _identification(settings: Settings) -> ValidationReport:
-    from sightline.validate.identity import validate_identity_dataset
-
-    # Unseen people are enrolled with up to max(enroll_k) templates and queried once more.
-    min_unseen = max(settings.identification.enroll_k) + 1
-    return validate_identity_dataset(settings.identity_data, settings.project_root, min_unseen)
-
-
-VALIDATORS: dict[str, Callable[[Settings], ValidationReport]] = {
-    "detection": _detection,
-    "otdr": _otdr,
-    "identification": _identification,
-}
+from sightline.workloads import all_workloads, workload_for
 
 
 def report_path(group: str) -> str:
@@ -56,7 +26,7 @@ def report_path(group: str) -> str:
 
 def stage(settings: Settings, args: argparse.Namespace) -> int:
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    report = VALIDATORS[args.group](settings)
+    report = workload_for(args.group).validate(settings)
     path = report.to_json(settings.path(report_path(args.group)))
     # Failures go to stderr: that is what `dvc repro` shows when the stage stops.
     console = out if report.success else err
@@ -68,7 +38,10 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
 
 def _group_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--group", choices=sorted(VALIDATORS), default="detection", help="which dataset to check"
+        "--group",
+        choices=[w.name for w in all_workloads()],
+        default="detection",
+        help="which dataset to check",
     )
 
 

@@ -68,12 +68,8 @@ def metrics_path(settings: Settings, family: str) -> Path:
     return settings.path("metrics") / f"{family}.json"
 
 
-def registry_report_path(settings: Settings, family: str) -> Path:
+def registry_report_path(settings: Settings, group: str, family: str) -> Path:
     """reports/registry/<task group>/<family>.json: a group's benchmark depends on its folder."""
-    from sightline.models.registry import TASK_GROUP
-    from sightline.models.registry import family as lookup_family
-
-    group = TASK_GROUP[lookup_family(family).task]
     return settings.path("reports/registry") / group / f"{family}.json"
 
 

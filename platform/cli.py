@@ -65,31 +65,26 @@ def _stage(module: str, *args: str, params: Path | None, verbose: bool = False) 
     raise typer.Exit(subprocess.run(command, check=False, env=env).returncode)
 
 
-SYNTH_KINDS = ("detection", "otdr", "identity")
-
-
 @data_app.command("synth")
 def data_synth(
     params: ParamsOption = None,
     kind: Annotated[
         list[str] | None,
-        typer.Option(help="which dataset(s): detection, otdr, identity (default: all three)"),
+        typer.Option(help="which dataset(s): detection, otdr, identity (default: all of them)"),
     ] = None,
 ) -> None:
     """Write the synthetic datasets (deterministic from their seeds) to their data roots."""
     import importlib
 
+    from sightline.workloads import all_workloads
+
     settings = _settings(params)
-    roots = {
-        "detection": settings.detection_data.root,
-        "otdr": settings.otdr_data.root,
-        "identity": settings.identity_data.root,
-    }
-    for name in kind or SYNTH_KINDS:
+    roots = {w.synth_kind: w.data_root(settings) for w in all_workloads() if w.synth_kind}
+    for name in kind or list(roots):
         if name not in roots:
-            raise typer.BadParameter(f"unknown dataset kind {name!r}; known: {SYNTH_KINDS}")
+            raise typer.BadParameter(f"unknown dataset kind {name!r}; known: {list(roots)}")
         generate = importlib.import_module(f"sightline.data.synth.{name}").generate
-        root = settings.path(roots[name])
+        root = roots[name]
         with console.status(f"generating synthetic {name} data into {root} ..."):
             counts = generate(root, getattr(settings.synth, name))
         console.print(f"{name}: wrote {counts} to {root}")
@@ -323,25 +318,17 @@ def otdr_detect(
     console.print(table)
 
 
-# Rows of `sightline summary`, per task group (DESIGN.md metric names).
-SUMMARY_METRICS = {
-    "detection": ["map", "map_50", "map_small", "mar_100", "untrained_map_50"],
-    "otdr": ["map_50", "loc_err_m_median", "loc_err_m_rmse", "untrained_map_50"],
-    "identification": ["top1", "dir_at_far_1e-2", "roc_auc", "eer", "untrained_dir_at_far_1e-2"],
-}
-
-
 @app.command()
 def summary(params: ParamsOption = None) -> None:
     """Print the metrics of every evaluated family, per task group, and where to look next."""
     from sightline.artifacts import metrics_path, registry_report_path
+    from sightline.workloads import all_workloads
 
     settings = _settings(params)
     shown = 0
-    for group, names in SUMMARY_METRICS.items():
-        families = [
-            f for f in settings.group(group).families if metrics_path(settings, f).is_file()
-        ]
+    for workload in all_workloads():
+        group = workload.name
+        families = [f for f in workload.families(settings) if metrics_path(settings, f).is_file()]
         if not families:
             continue
         shown += 1
@@ -350,9 +337,9 @@ def summary(params: ParamsOption = None) -> None:
         for family in families:
             table.add_column(family, justify="right")
         results = {f: _read_json(metrics_path(settings, f)) for f in families}
-        for name in names:
+        for name in workload.summary_metrics:
             table.add_row(name, *[_cell(results[f].get(name)) for f in families])
-        registry = [_read_json(registry_report_path(settings, f)) for f in families]
+        registry = [_read_json(registry_report_path(settings, group, f)) for f in families]
         table.add_row(
             "registered",
             *[

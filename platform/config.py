@@ -23,54 +23,23 @@ from pydantic import (
     model_validator,
 )
 
+from sightline.data.sources import DetectionData, IdentityData, OTDRData
 from sightline.data.synth.params import Synth, SynthDetection
 
-__all__ = ["Settings", "SettingsError", "SynthDetection", "load_settings"]
+# The dataset sections are the data layer's own types, read into Settings from there.
+__all__ = [
+    "DetectionData",
+    "IdentityData",
+    "OTDRData",
+    "Settings",
+    "SettingsError",
+    "SynthDetection",
+    "load_settings",
+]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class DetectionData(Strict):
-    """Where a detection dataset lives. Relative paths are resolved from `root`.
-
-    coco: `splits[split]` is an annotation JSON; `images` the folder its file_names are under.
-    voc:  `root` is a VOC year folder (Annotations/, JPEGImages/, ImageSets/Main/) and
-          `splits[split]` an image-set name from ImageSets/Main.
-    """
-
-    format: Literal["coco", "voc"] = "coco"
-    root: Path = Path("data/detection")
-    images: str = "images"
-    splits: dict[str, str] = Field(
-        default_factory=lambda: {
-            "train": "annotations/train.json",
-            "val": "annotations/val.json",
-            "test": "annotations/test.json",
-        }
-    )
-
-
-class OTDRData(Strict):
-    """A trace dataset: `<root>/<split>.json` (labels, metadata) + `<root>/<split>.npz` (samples),
-    as `sightline data synth` writes and `sightline.data.otdr.save_split` documents."""
-
-    root: Path = Path("data/otdr")
-    splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
-
-
-class IdentityData(Strict):
-    """An identity dataset laid out one folder per person (`<root>/<identity>/<image>`), split
-    by identity into train / val / unseen / impostor (deterministic from `split_seed`)."""
-
-    root: Path = Path("data/identity")
-    image_size: int = Field(64, ge=16)
-    channels: Literal[1, 3] = 3
-    val_fraction: float = 0.1
-    unseen_fraction: float = 0.2
-    impostor_fraction: float = 0.1
-    split_seed: int = 0
 
 
 class FamilyGroup(Strict):
@@ -206,6 +175,26 @@ class Evaluate(Strict):
     grid_score_threshold: float = 0.5
 
 
+class ServeBatch(Strict):
+    """Dynamic batching (@serve.batch) in the detector and embedder replicas; 1 turns it off."""
+
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=10)
+
+
+class ServeScaling(Strict):
+    """Replicas and queue limits of each task deployment (detector, OTDR, faces): a request
+    finding `max_queued_requests` already waiting gets 503 with Retry-After at once."""
+
+    num_replicas: int = Field(1, ge=1)
+    # Ray Serve's autoscaling_config (min_replicas, max_replicas, target_ongoing_requests...);
+    # when set it replaces num_replicas.
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: int = Field(8, ge=1)  # per replica, in flight at once
+    max_queued_requests: int = Field(32, ge=-1)  # waiting at each caller; -1: no limit
+    retry_after_s: float = Field(1.0, ge=0)
+
+
 class Serve(Strict):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -218,6 +207,8 @@ class Serve(Strict):
     max_trace_samples: int = Field(1_048_576, ge=2)  # longest OTDR trace /v1/otdr/events takes
     # The enrolled faces (identification): a SQLite file in this folder, kept across restarts.
     gallery_path: Path = Path("artifacts/gallery")
+    batch: ServeBatch = ServeBatch()
+    scaling: ServeScaling = ServeScaling()
 
 
 class Settings(Strict):
@@ -245,7 +236,8 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _train_overrides_are_valid(self) -> Settings:
-        for group in ("detection", "otdr", "identification"):
+        groups = [name for name, value in self if isinstance(value, FamilyGroup)]
+        for group in groups:
             for family in [None, *self.group(group).family_train]:
                 try:
                     self.train_for(group, family)
@@ -263,17 +255,12 @@ class Settings(Strict):
         return dict(self.models.get(family, {}))
 
     def group(self, name: str) -> FamilyGroup:
-        """The `detection`, `otdr` or `identification` section (a task group's families)."""
-        groups = {"detection": self.detection, "otdr": self.otdr}
-        return groups[name] if name in groups else {"identification": self.identification}[name]
-
-    def data_for(self, group: str) -> DetectionData | OTDRData | IdentityData:
-        """Where a task group's dataset lives (`detection_data`, `otdr_data`, `identity_data`)."""
-        return {
-            "detection": self.detection_data,
-            "otdr": self.otdr_data,
-            "identification": self.identity_data,
-        }[group]
+        """A task group's section (`detection`, `otdr`, `identification`: its families and
+        `train` overrides); the section has the group's name (sightline.workloads)."""
+        section = getattr(self, name, None) if name in type(self).model_fields else None
+        if not isinstance(section, FamilyGroup):
+            raise KeyError(f"params.yaml has no task group section {name!r}")
+        return section
 
     def train_for(self, group: str, family: str | None = None) -> Train:
         """The `train` block, the group's `train` overrides and the family's on top."""

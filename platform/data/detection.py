@@ -22,9 +22,9 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sightline.config import DetectionData
 from sightline.data.coco import check_coco_index, read_coco
 from sightline.data.errors import DatasetError
+from sightline.data.sources import DetectionData
 from sightline.data.voc import voc_class_names, voc_to_coco
 
 Target = dict[str, Tensor]

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from sightline.config import IdentityData
 from sightline.data.detection import load_rgb_image
 from sightline.data.errors import DatasetError
+from sightline.data.sources import IdentityData
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}

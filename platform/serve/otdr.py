@@ -19,7 +19,8 @@ from sightline.config import Settings
 from sightline.serve.otdr_routes import OTDREvent
 from sightline.serve.registered import RegisteredModels, family_versions
 from sightline.serve.schemas import Catalog
-from sightline.track.registry import REGISTERED_MODEL, champion_version, load_version
+from sightline.track.registry import champion_version, load_version
+from sightline.workloads import workload_for
 
 LOCAL_DEFAULT_FAMILY = "otdr_detector"
 
@@ -100,7 +101,7 @@ def load_otdr_model(settings: Settings, family: str | None, *, local: bool) -> O
         return OTDRModel(model, record.class_names, f"{record.family} (local, {directory})")
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient(tracking_uri=settings.tracking_uri)
-    name = REGISTERED_MODEL["otdr"]
+    name = workload_for("otdr").registered_model
     champion = champion_version(client, name)
     champion_number = str(champion.version) if champion is not None else None
     served = family_versions(client.search_model_versions(f"name = '{name}'"), champion_number)
@@ -112,7 +113,7 @@ def load_otdr_model(settings: Settings, family: str | None, *, local: bool) -> O
             f"{', '.join(sorted(served)) or 'none'}); run `dvc repro register_otdr`, or use "
             "--local for a model under artifacts/models"
         )
-    loaded = load_version("otdr", number)
+    loaded = load_version(name, number)
     return OTDRModel(
         loaded.model, loaded.class_names, f"{name} v{loaded.version} ({loaded.family})"
     )

@@ -18,7 +18,8 @@ from mlflow.entities.model_registry import ModelVersion
 
 from sightline.models.registry import FAMILIES
 from sightline.serve.schemas import Catalog, ModelCard
-from sightline.track.registry import REGISTERED_MODEL, LoadedModel, champion_version, load_version
+from sightline.track.registry import LoadedModel, champion_version, load_version
+from sightline.workloads import workload_for
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +57,14 @@ def model_card(loaded: LoadedModel, champion: bool) -> ModelCard:
     )
 
 
-def load_versions(group: str, numbers: Iterable[str]) -> dict[str, LoadedModel]:
+def load_versions(name: str, numbers: Iterable[str]) -> dict[str, LoadedModel]:
     models: dict[str, LoadedModel] = {}
     for number in numbers:
         try:
-            models[number] = load_version(group, number)
+            models[number] = load_version(name, number)
         except Exception:
             # One broken version must not take the others (or the server) down.
-            logger.exception("could not load %s v%s; skipping it", REGISTERED_MODEL[group], number)
+            logger.exception("could not load %s v%s; skipping it", name, number)
     return models
 
 
@@ -74,6 +75,7 @@ class RegisteredModels:
         # Explicit, so a replica never depends on the environment it was started with.
         mlflow.set_tracking_uri(tracking_uri)
         self.group = group
+        self.registered_model = workload_for(group).registered_model
         self._client = MlflowClient(tracking_uri=tracking_uri)
         self._models: dict[str, LoadedModel] = {}
         self._catalog = Catalog(models=[], families={})
@@ -83,14 +85,14 @@ class RegisteredModels:
     def load(self) -> Catalog:
         """(Re)load the champion and each family's version from the registry."""
         self._last_attempt = time.monotonic()
-        name = REGISTERED_MODEL[self.group]
+        name = self.registered_model
         champion = champion_version(self._client, name)
         champion_number = str(champion.version) if champion is not None else None
         wanted = family_versions(
             self._client.search_model_versions(f"name = '{name}'"), champion_number
         )
         numbers = set(wanted.values()) | ({champion_number} if champion_number else set())
-        models = load_versions(self.group, sorted(numbers, key=int))
+        models = load_versions(name, sorted(numbers, key=int))
         # Swapped in one assignment each: requests in flight keep the models they resolved.
         self._models = {**self._models, **models}
         self._catalog = Catalog(

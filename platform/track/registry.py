@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlflow
 import yaml
@@ -32,15 +32,17 @@ from sightline.artifacts import (
 from sightline.models.registry import family as lookup_family
 from sightline.track import pyfunc_model
 
-REGISTERED_MODEL = {
-    "detection": "sightline-detector",
-    "otdr": "sightline-otdr",
-    "identification": "sightline-embedder",
-}
-PRIMARY_METRIC = {"detection": "map", "otdr": "map_50", "identification": "dir_at_far_1e-2"}
 CHAMPION = "champion"
 # Requirements written into the MLmodel: stated, so MLflow does not spend a minute inferring them.
 MODEL_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "safetensors", "sightline"]
+
+
+class RegistryTarget(Protocol):
+    """Where a task group's models are registered and what `champion` is chosen on (each
+    sightline.workloads Workload is one)."""
+
+    registered_model: str
+    primary_metric: str
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def demote(client: MlflowClient, former: ModelVersion) -> None:
 def register(
     model_uri: str,
     *,
-    group: str,
+    workload: RegistryTarget,
     family: str,
     metrics: dict[str, float],
     tags: dict[str, str],
@@ -168,8 +170,7 @@ def register(
     on other data or classes (e.g. a pose model scored on persons only) is registered but never
     compared with, nor promoted over, the champion.
     """
-    name = REGISTERED_MODEL[group]
-    metric = PRIMARY_METRIC[group]
+    name, metric = workload.registered_model, workload.primary_metric
     if metric not in metrics:
         raise KeyError(f"cannot register {family}: metrics lack the primary metric {metric!r}")
     client = MlflowClient()
@@ -204,9 +205,8 @@ def register(
     )
 
 
-def load_version(group: str, alias_or_version: str = CHAMPION) -> LoadedModel:
-    """Load a registered model by alias (default `champion`) or version number, on CPU."""
-    name = REGISTERED_MODEL[group]
+def load_version(name: str, alias_or_version: str = CHAMPION) -> LoadedModel:
+    """Load registered model `name` by alias (default `champion`) or version number, on CPU."""
     client = MlflowClient()
     if alias_or_version.isdigit():
         version = client.get_model_version(name, alias_or_version)
@@ -232,6 +232,7 @@ def load_version(group: str, alias_or_version: str = CHAMPION) -> LoadedModel:
             **record.extras,
         },
     )
+
 
 def load_model_dir(directory: Path) -> tuple[nn.Module, ModelRecord]:
     """A downloaded MLflow model directory -> the rebuilt module and its record, reading only

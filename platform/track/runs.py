@@ -1,4 +1,5 @@
-"""MLflow runs: one run per trained model, named after the family, in the task's experiment."""
+"""MLflow runs: one run per trained model, named after the family, in its task group's
+experiment (the name comes from the group's workload, sightline.workloads)."""
 
 from __future__ import annotations
 
@@ -12,23 +13,12 @@ import mlflow
 from mlflow.data.dataset import Dataset
 from mlflow.entities import Run
 
-from sightline.models.registry import TASK_GROUP, family
-
-EXPERIMENTS = {
-    "detection": "sightline-detection",
-    "otdr": "sightline-otdr",
-    "identification": "sightline-identification",
-}
 # MLflow 3's UI opens an experiment of this kind on its runs table, not on GenAI traces.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Every run's `kind` tag: training runs (one per model), tune parents and trials, benchmarks;
 # in the MLflow UI `tags.kind = 'training'` shows the trained models only.
 RUN_KIND = "kind"
 TRAINING = "training"
-
-
-def task_group(family_name: str) -> str:
-    return TASK_GROUP[family(family_name).task]
 
 
 def use_tracking(uri: str) -> None:
@@ -42,13 +32,12 @@ def ui_path(experiment: str) -> str:
     return f"#/experiments/{experiment}/runs?workflowType=machine_learning"
 
 
-def experiment_id(group: str, artifact_root: Path | None = None) -> str:
-    """The experiment of a task group, created on first use.
+def experiment_id(name: str, artifact_root: Path | None = None) -> str:
+    """The id of experiment `name` (a task group's), created on first use.
 
     With a local SQLite store, artifacts go under `artifact_root` (mlartifacts/ at the repo
     root); with a tracking server the server decides where artifacts live.
     """
-    name = EXPERIMENTS[group]
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         for key, value in EXPERIMENT_KIND.items():
@@ -62,6 +51,7 @@ def experiment_id(group: str, artifact_root: Path | None = None) -> str:
 def start_training_run(
     family_name: str,
     *,
+    experiment: str,
     params: Mapping[str, Any],
     tags: Mapping[str, str],
     dataset: Dataset | None = None,
@@ -69,7 +59,7 @@ def start_training_run(
 ) -> str:
     """Create the run a training job logs into and return its id (the job may resume it);
     `dataset` is logged as its training input (the runs table's Dataset column)."""
-    exp = experiment_id(task_group(family_name), artifact_root)
+    exp = experiment_id(experiment, artifact_root)
     run_tags = {RUN_KIND: TRAINING, **tags}
     with mlflow.start_run(experiment_id=exp, run_name=family_name, tags=run_tags) as run:
         mlflow.log_params(flatten(params))

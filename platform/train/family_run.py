@@ -20,10 +20,10 @@ from sightline.models import build_model
 from sightline.models.registry import family as lookup_family
 from sightline.track.lineage import DvcDataset, dvc_data_hash, git_commit
 from sightline.track.registry import log_model
-from sightline.track.runs import resume_run, task_group
-from sightline.train.job import job_for
+from sightline.track.runs import resume_run
+from sightline.train.job import TrainingData, job_for
 from sightline.train.launcher import fit
-from sightline.workloads import TrainingData, workload_for
+from sightline.train.tasks import TaskGroup
 
 console = Console(stderr=True)
 
@@ -60,19 +60,19 @@ def training_dataset(settings: Settings, data: TrainingData, tags: dict[str, str
 
 def run_params(settings: Settings, family: str, data: TrainingData) -> dict[str, Any]:
     """What a training run logs as MLflow params."""
-    group = task_group(family)
     return {
         "family": family,
         "model": data.model_params,
-        "train": settings.train_for(group, family).model_dump(mode="json"),
-        "data": settings.data_for(group).model_dump(mode="json"),
-        "task_options": data.task_options,
+        "train": data.train.model_dump(mode="json"),
+        "data": data.data.model_dump(mode="json"),
+        "task_options": data.task_options.model_dump(mode="json"),
         "seed": settings.seed,
     }
 
 
 def train_and_log(
     settings: Settings,
+    group: TaskGroup,
     family: str,
     data: TrainingData,
     run_id: str,
@@ -81,21 +81,15 @@ def train_and_log(
     validate_each_epoch: bool = False,
     callbacks: Sequence[Any] = (),
 ) -> TrainedFamily:
-    """Train `family` into the existing MLflow run `run_id` and log the model there."""
+    """Train `family` of task group `group` into the existing MLflow run `run_id`, run the
+    group's after-training step and log the model there."""
     fam = lookup_family(family)
-    workload = workload_for(task_group(family))
     last: dict[str, Any] = {}
     if fam.trainable:
         job = job_for(
-            settings,
-            family=family,
-            num_classes=data.num_classes,
-            run_id=run_id,
-            model_params=data.model_params,
-            task_options=data.task_options,
-            validate_each_epoch=validate_each_epoch,
+            settings, data, family=family, run_id=run_id, validate_each_epoch=validate_each_epoch
         )
-        outcome = fit(job, ray_address=settings.ray_address, callbacks=callbacks)
+        outcome = fit(job, group, ray_address=settings.ray_address, callbacks=callbacks)
         model, last = outcome.model, outcome.metrics
     else:
         console.print(f"[bold]{family}[/]: nothing to learn; built as is")
@@ -112,7 +106,7 @@ def train_and_log(
         model_uri="",
         tags=tags,
     )
-    record.extras = workload.after_training(settings, model, record)
+    record.extras = dict(group.after_training(settings, model, record))
     metadata = {
         "task": fam.task,
         "class_names": data.class_names,

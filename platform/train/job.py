@@ -1,28 +1,67 @@
-"""What one training job needs, as a plain serialisable record sent to every Ray Train worker."""
+"""What one training needs: `TrainingData` (what a task group says about a family's data before
+it is built) and `TrainJob`, the record sent to every Ray Train worker (pickled by Ray with the
+rest of the loop's config)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
 from sightline.artifacts import proposals_path
 from sightline.config import Settings, Train
-from sightline.models.registry import TASK_GROUP
+from sightline.data.sources import DataSection
+from sightline.models.registry import Task
 from sightline.models.registry import family as lookup_family
+
+
+class TaskOptions(BaseModel):
+    """A task group's options for its training workers beyond `train` (none by default; the
+    identification group's P x K batches subclass it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def expect(value: BaseModel, kind: type[OptionsT], what: str) -> OptionsT:
+    """`value` as the type a task's adapter reads it as; a job built for another task is named."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} is a {type(value).__name__}, this task reads a {kind.__name__}")
+    return value
+
+
+@dataclass
+class TrainingData:
+    """What a family needs to know about its training data before it is built."""
+
+    num_classes: int  # including background / "no event" where the task has one
+    class_names: list[str]
+    category_ids: list[int]
+    data_root: Path  # the dataset folder whose DVC hash tags the run (lineage)
+    # Per-family hyper-parameters with data-derived values filled in (e.g. YOLO's anchors).
+    model_params: dict[str, Any]
+    data: DataSection  # the group's dataset section (detection_data, otdr_data, identity_data)
+    train: Train  # `train` with the group's and the family's overrides on top
+    task_options: TaskOptions = field(default_factory=TaskOptions)
+    # What the run's MLflow dataset input shows: one training record's fields (MLflow type
+    # names) and the number of records (images, traces, people) per split.
+    record_schema: dict[str, str] = field(default_factory=dict)
+    split_sizes: dict[str, int] = field(default_factory=dict)
 
 
 class TrainJob(BaseModel):
     family: str
-    task: str
+    task: Task
     num_classes: int
     model_params: dict[str, Any]
-    # The task group's data section (detection_data, otdr_data or identity_data), as a dict:
-    # the task's adapter (train/tasks.py) reads it back into its own type.
-    data: dict[str, Any]
-    # Group options beyond `train` (e.g. identification's P x K batches).
-    task_options: dict[str, Any] = {}
-    project_root: str
+    # The task group's data section; the task's adapter reads it as its own type.
+    data: SerializeAsAny[DataSection]
+    task_options: SerializeAsAny[TaskOptions] = TaskOptions()
+    project_root: Path
     train: Train
     seed: int
     run_id: str
@@ -35,35 +74,31 @@ class TrainJob(BaseModel):
     # where its epochs start in the run's metric history.
     init_state: str | None = None
     epoch_offset: int = 0
-    # The settings (as a dict) to score the model on the validation data after every epoch
-    # with its task group's evaluator (Tune's early stopping reads it); None: no validation.
-    validation_settings: dict[str, Any] | None = None
+    # The settings to score the model on the validation data after every epoch with its task
+    # group's evaluator (Tune's early stopping reads it); None: no validation.
+    validation_settings: Settings | None = None
 
 
 def job_for(
     settings: Settings,
+    data: TrainingData,
     *,
     family: str,
-    num_classes: int,
     run_id: str,
-    model_params: dict[str, Any] | None = None,
-    task_options: dict[str, Any] | None = None,
     validate_each_epoch: bool = False,
 ) -> TrainJob:
-    """The job a family trains as, from params.yaml (its `models.<family>` block, its group's
-    data and `train` blocks); `model_params` replaces the model block once data-derived values
-    (anchors) are filled in."""
+    """The job `family` trains as, from its group's `TrainingData` (model params with the
+    data-derived values, the data section, the merged `train` block) and params.yaml."""
     registered = lookup_family(family)
-    group = TASK_GROUP[registered.task]
     return TrainJob(
         family=family,
         task=registered.task,
-        num_classes=num_classes,
-        model_params=settings.model_params(family) if model_params is None else model_params,
-        data=settings.data_for(group).model_dump(mode="json"),
-        task_options=task_options or {},
-        project_root=str(settings.project_root),
-        train=settings.train_for(group, family),
+        num_classes=data.num_classes,
+        model_params=data.model_params,
+        data=data.data,
+        task_options=data.task_options,
+        project_root=settings.project_root,
+        train=data.train,
         seed=settings.seed,
         run_id=run_id,
         tracking_uri=settings.tracking_uri,
@@ -71,5 +106,5 @@ def job_for(
         proposals_path=str(proposals_path(settings, "train"))
         if registered.uses_proposals
         else None,
-        validation_settings=settings.model_dump(mode="json") if validate_each_epoch else None,
+        validation_settings=settings if validate_each_epoch else None,
     )

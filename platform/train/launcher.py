@@ -17,6 +17,7 @@ from sightline.models.registry import family as lookup_family
 from sightline.train.job import TrainJob
 from sightline.train.loop import load_checkpoint, train_loop_per_worker
 from sightline.train.progress import shown_progress
+from sightline.train.tasks import TaskGroup
 
 
 @dataclass
@@ -46,14 +47,19 @@ def storage_uri(job: TrainJob) -> str:
 
 
 def fit(
-    job: TrainJob, *, ray_address: str | None = None, callbacks: Sequence[Any] = ()
+    job: TrainJob,
+    group: TaskGroup,
+    *,
+    ray_address: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainOutcome:
-    """Train the job; a family with a multi-step schedule (registry `steps`) trains once per
-    step, each step from the previous step's weights, all logging into the job's run."""
+    """Train the job with its task group's adapter; a family with a multi-step schedule
+    (registry `steps`) trains once per step, each step from the previous step's weights, all
+    logging into the job's run."""
     ensure_ray(ray_address)
     steps = lookup_family(job.family).training_steps(job.model_params)
     if not steps:
-        return _fit_once(job, job.model_params, f"{job.family}-{job.run_id[:8]}", callbacks)
+        return _fit_once(job, group, job.model_params, f"{job.family}-{job.run_id[:8]}", callbacks)
     outcome, offset = None, 0
     for step, epochs in steps:
         step_job = job.model_copy(
@@ -65,13 +71,17 @@ def fit(
         )
         params = {**job.model_params, "training_step": step}
         name = f"{job.family}-{job.run_id[:8]}-step{step}"
-        outcome = _fit_once(step_job, params, name, callbacks)
+        outcome = _fit_once(step_job, group, params, name, callbacks)
         offset += step_job.train.epochs
     return outcome
 
 
 def _fit_once(
-    job: TrainJob, build_params: dict[str, Any], name: str, callbacks: Sequence[Any]
+    job: TrainJob,
+    group: TaskGroup,
+    build_params: dict[str, Any],
+    name: str,
+    callbacks: Sequence[Any],
 ) -> TrainOutcome:
     job = job.model_copy(update={"model_params": build_params})
     step = build_params.get("training_step")
@@ -79,7 +89,7 @@ def _fit_once(
     with shown_progress(label) as progress:  # per-batch progress from rank 0
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"job": job.model_dump(mode="json"), "progress": progress},
+            train_loop_config={"job": job, "group": group, "progress": progress},
             scaling_config=scaling_for(job),
             run_config=RunConfig(
                 name=name,

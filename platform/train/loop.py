@@ -26,7 +26,7 @@ from torch import nn
 from sightline.models import build_model
 from sightline.train.job import TrainJob
 from sightline.train.progress import ProgressSender
-from sightline.train.tasks import adapter_for
+from sightline.train.tasks import TaskGroup
 from sightline.train.validation import validation_metrics
 
 CHECKPOINT_FILE = "state.pt"
@@ -95,13 +95,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    job = TrainJob.model_validate(config["job"])
+    job: TrainJob = config["job"]
+    group: TaskGroup = config["group"]  # the task group: its adapter and its evaluator
     torch.set_num_threads(job.train.threads_per_worker)
     torch.manual_seed(job.seed)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    adapter = adapter_for(job.task)
+    adapter = group.train_adapter(job.task)
 
     dataset = adapter.dataset(job)
     loader = adapter.loader(job, dataset, adapter.collate, rank, world)
@@ -169,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["train_images_per_s"] = images * world / max(elapsed, 1e-9)
         metrics["lr"] = scheduler.get_last_lr()[0]
         if rank == 0 and job.validation_settings is not None:
-            metrics.update(validation_metrics(job, unwrap(model)))
+            metrics.update(validation_metrics(job, unwrap(model), group))
 
         report_checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Score the model being trained on the validation data, inside the training loop (rank 0).
 
 Tune's early stopping (ASHA) needs the task's primary metric after every epoch; this runs the
-same evaluator as the `evaluate` stage (platform/workloads/) on the model as it is now.
+same evaluator as the `evaluate` stage (the job's task group) on the model as it is now.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 from torch import nn
 
 from sightline.artifacts import ModelRecord
-from sightline.config import Settings
-from sightline.models.registry import TASK_GROUP
 from sightline.train.job import TrainJob
-from sightline.workloads import workload_for
+from sightline.train.tasks import TaskGroup
 
 
-def validation_metrics(job: TrainJob, model: nn.Module) -> dict[str, float]:
-    settings = Settings.model_validate(job.validation_settings)
+def validation_metrics(job: TrainJob, model: nn.Module, group: TaskGroup) -> dict[str, float]:
+    if job.validation_settings is None:
+        raise ValueError(f"job {job.run_id} ({job.family}) was built without validation settings")
     record = ModelRecord(
         family=job.family,
         task=job.task,
@@ -30,8 +29,8 @@ def validation_metrics(job: TrainJob, model: nn.Module) -> dict[str, float]:
     )
     was_training = model.training
     try:
-        evaluation = workload_for(TASK_GROUP[job.task]).evaluate(
-            settings, model.eval(), record, with_figures=False
+        evaluation = group.evaluate(
+            job.validation_settings, model.eval(), record, with_figures=False
         )
     finally:
         model.train(was_training)

@@ -31,19 +31,18 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from sightline.cluster import ensure_ray
 from sightline.config import Settings, TuneBudget, deep_merge
 from sightline.models import build_model
-from sightline.track.registry import PRIMARY_METRIC, Promotion, register
+from sightline.track.registry import Promotion, register
 from sightline.track.runs import (
     experiment_id,
     flatten,
     local_artifact_root,
     log_metrics,
-    task_group,
     use_tracking,
 )
 from sightline.train.family_run import lineage_tags, run_params, train_and_log
 from sightline.tune.plots import metric_vs_params_figure
 from sightline.tune.space import encode_value, parse_space, split_config
-from sightline.workloads import workload_for
+from sightline.workloads import workload_of_family
 
 TRIAL_ID_TAG = "tune_trial_id"
 
@@ -97,7 +96,7 @@ class SearchOutcome:
 def trial_settings(settings: Settings, family: str, config: dict[str, Any]) -> Settings:
     """The settings one trial trains with: the sampled values over the family's params, the
     search's epoch budget and workers per trial."""
-    group = task_group(family)
+    group = workload_of_family(family).name
     model_overrides, train_overrides = split_config(config)
     models = {**settings.models, family: {**settings.model_params(family), **model_overrides}}
     section = settings.group(group)
@@ -123,7 +122,7 @@ def trial_settings(settings: Settings, family: str, config: dict[str, Any]) -> S
 
 def default_config(settings: Settings, family: str, space: dict[str, Any]) -> dict[str, Any]:
     """The family's current values of the searched keys (the baseline trial)."""
-    train = settings.train_for(task_group(family), family).model_dump(mode="json")
+    train = workload_of_family(family).train_block(settings, family).model_dump(mode="json")
     model = settings.model_params(family)
     return {
         key: encode_value(model.get(key[7:]) if key.startswith("models.") else train.get(key[6:]))
@@ -195,8 +194,7 @@ def run_trial(
     settings = Settings.model_validate(settings_dump)
     use_tracking(tracking_uri)
     client = MlflowClient()
-    group = task_group(family)
-    workload = workload_for(group)
+    workload = workload_of_family(family)
     parent = client.get_run(parent_run_id)
     trial_id = tune.get_context().get_trial_id()
     run = client.create_run(
@@ -221,6 +219,7 @@ def run_trial(
             (client.set_tag if key in tags else client.log_param)(run_id, key, value)
         trained = train_and_log(
             chosen,
+            workload,
             family,
             data,
             run_id,
@@ -250,14 +249,15 @@ def run_trial(
 def run_search(settings: Settings, family: str) -> SearchOutcome:
     """Search `family`'s space (params.yaml `tune.spaces.<family>`); see the module docstring."""
     started = time.perf_counter()
-    group = task_group(family)
-    metric = PRIMARY_METRIC[group]
+    workload = workload_of_family(family)
+    metric = workload.primary_metric
     space = parse_space(family, settings.tune.spaces.get(family, {}))
     cfg = settings.tune
     budget = cfg.budget(family)
     use_tracking(settings.tracking_uri)
     exp = experiment_id(
-        group, local_artifact_root(settings.tracking_uri, settings.path("mlartifacts"))
+        workload.experiment,
+        local_artifact_root(settings.tracking_uri, settings.path("mlartifacts")),
     )
     with mlflow.start_run(
         experiment_id=exp, run_name=f"tune-{family}", tags={"kind": "tune", "family": family}
@@ -301,14 +301,13 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
     )
     tuner.fit()
     return _summarise(
-        settings, family, group, metric, exp, parent_id, baseline_config, started, outcomes.errored
+        settings, family, metric, exp, parent_id, baseline_config, started, outcomes.errored
     )
 
 
 def _summarise(
     settings: Settings,
     family: str,
-    group: str,
     metric: str,
     experiment: str,
     parent_id: str,
@@ -343,7 +342,7 @@ def _summarise(
             mlflow.log_metric(f"best_{metric}", best.metric)
             mlflow.log_params({f"best.{k}": str(v) for k, v in best.config.items()})
             mlflow.set_tag("best_run_id", best.run_id)
-            promotion = _register_best(client, group, family, best, parent_id)
+            promotion = _register_best(client, family, best, parent_id)
             mlflow.set_tags({"registered_version": promotion.version,
                              "champion": str(promotion.promoted).lower()})  # fmt: skip
     return SearchOutcome(
@@ -395,14 +394,14 @@ def _same(searched: dict[str, str], baseline: dict[str, Any]) -> bool:
 
 
 def _register_best(
-    client: MlflowClient, group: str, family: str, best: TrialSummary, parent_id: str
+    client: MlflowClient, family: str, best: TrialSummary, parent_id: str
 ) -> Promotion:
     run = client.get_run(best.run_id)
-    workload = workload_for(group)
+    workload = workload_of_family(family)
     metrics = {k[len("final_") :]: v for k, v in run.data.metrics.items() if k.startswith("final_")}
     return register(
         run.data.tags["model_uri"],
-        group=group,
+        workload=workload,
         family=family,
         metrics=workload.registry_metrics(metrics),
         tags={

@@ -16,9 +16,9 @@ from pathlib import Path
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from sightline.config import DetectionData
 from sightline.data.detection import load_split_source
 from sightline.data.errors import DatasetError
+from sightline.data.sources import DetectionData
 from sightline.validate.report import ValidationReport
 from sightline.validate.suites import EITHER_MISSING, SuiteSet, TableSuite, is_true
 from sightline.validate.tables import DetectionTables, split_tables

@@ -20,7 +20,6 @@ from pathlib import Path
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from sightline.config import IdentityData
 from sightline.data.errors import DatasetError
 from sightline.data.identity import (
     SPLIT_NAMES,
@@ -29,6 +28,7 @@ from sightline.data.identity import (
     read_identity_folders,
     split_by_identity,
 )
+from sightline.data.sources import IdentityData
 from sightline.validate.report import ValidationReport
 from sightline.validate.suites import SuiteSet, TableSuite, is_true
 from sightline.validate.tables import probe_image

@@ -24,8 +24,8 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from sightline.config import OTDRData
 from sightline.data.otdr import EVENT_TYPES
+from sightline.data.sources import OTDRData
 from sightline.validate.report import ValidationReport
 from sightline.validate.suites import EITHER_MISSING, SuiteSet, TableSuite, is_true
 

@@ -1,4 +1,9 @@
-"""The detection group (detect, segment, keypoints): COCO data, COCO metrics."""
+"""The detection group (detect, segment, keypoints): COCO data, COCO metrics.
+
+What a model learns to output is read from the training data, never kept in step by hand in
+params.yaml: the classes (COCO categories, in id order; label 0 is background) and, for the
+pose task, the number of keypoints (the categories' `keypoints` lists).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,70 @@ from types import MappingProxyType
 from typing import Any
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from sightline.artifacts import ModelRecord, proposals_for
-from sightline.config import Settings
-from sightline.data.detection import load_task_split
+from sightline.config import Settings, SettingsError
+from sightline.data.detection import DetectionSplit, load_task_split
+from sightline.data.sources import DetectionData
 from sightline.evaluate.coco import SUMMARY_NAMES
 from sightline.evaluate.detection import evaluate_detector
 from sightline.models.registry import family as lookup_family
-from sightline.workloads import Evaluation, TrainingData
+from sightline.train.job import TrainingData, TrainJob, expect
+from sightline.train.tasks import TargetsBatch, TaskAdapter, targets_losses
+from sightline.validate.report import ValidationReport
+from sightline.workloads import Evaluation, Workload
 
 
-class DetectionWorkload:
-    group = "detection"
+def detection_dataset(job: TrainJob) -> Dataset:
+    from sightline.data.detection import task_dataset
+
+    data = expect(job.data, DetectionData, "the job's data section")
+    split = load_task_split(data, "train", job.project_root, job.task)
+    dataset = task_dataset(split, job.task)
+    if job.proposals_path is None:
+        return dataset
+    from sightline.data.proposals import DatasetWithProposals, load_proposals
+
+    return DatasetWithProposals(dataset, load_proposals(job.proposals_path), job.proposals_path)
+
+
+def detection_collate(batch: list[Any]) -> TargetsBatch:
+    from sightline.data.detection import collate
+
+    return collate(batch)
+
+
+TRAIN_ADAPTER = TaskAdapter(detection_dataset, detection_collate, targets_losses)
+
+
+def params_from_data(settings: Settings, family: str, split: DetectionSplit) -> dict[str, Any]:
+    """`models.<family>` with what the training data decides filled in: YOLO's k-means anchors
+    (the registry's `from_data`) and the pose head's keypoint count."""
+    fam = lookup_family(family)
+    params = fam.params_from_data(settings.model_params(family), split.coco.dataset)
+    if fam.task == "keypoints":
+        if "num_keypoints" in params and params["num_keypoints"] != split.num_keypoints:
+            raise SettingsError(
+                f"models.{family}.num_keypoints is {params['num_keypoints']} but the training "
+                f"data's categories name {split.num_keypoints} keypoints ({split.origin}); "
+                f"remove it from params.yaml: it is read from the data"
+            )
+        params["num_keypoints"] = split.num_keypoints
+    return params
+
+
+class DetectionWorkload(Workload):
+    name = "detection"
+    tasks = ("detect", "segment", "keypoints")
+    data_section = "detection_data"
+    synth_kind = "detection"
+    experiment = "sightline-detection"
+    registered_model = "sightline-detector"
+    primary_metric = "map"
     headline_metrics = ("map", "map_50")
+    summary_metrics = ("map", "map_50", "map_small", "mar_100", "untrained_map_50")
+    train_adapters = MappingProxyType({task: TRAIN_ADAPTER for task in tasks})
     # params.yaml keys each stage kind reads ("{family}": the stage's family); dvc.yaml lists
     # exactly these (tests/unit/test_dvc_params.py).
     stage_params = MappingProxyType(
@@ -38,14 +94,16 @@ class DetectionWorkload:
     )
 
     def training_data(self, settings: Settings, family: str) -> TrainingData:
-        fam = lookup_family(family)
-        split = load_task_split(settings.detection_data, "train", settings.project_root, fam.task)
+        task = lookup_family(family).task
+        split = load_task_split(settings.detection_data, "train", settings.project_root, task)
         return TrainingData(
             num_classes=split.num_classes + 1,
             class_names=split.class_names,
             category_ids=split.category_ids,
-            data_root=settings.path(settings.detection_data.root),
-            model_params=fam.params_from_data(settings.model_params(family), split.coco.dataset),
+            data_root=self.data_root(settings),
+            model_params=params_from_data(settings, family, split),
+            data=settings.detection_data,
+            train=self.train_block(settings, family),
             record_schema={"image": "string", "boxes": "string", "labels": "string"},
             split_sizes={"train_images": len(split.coco.imgs)},
         )
@@ -81,8 +139,11 @@ class DetectionWorkload:
     def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return {k: metrics[k] for k in SUMMARY_NAMES if k in metrics}
 
-    def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
-        return f"{settings.evaluate.split}:{','.join(record.class_names)}"
+    def validate(self, settings: Settings) -> ValidationReport:
+        from sightline.validate.detection import validate_detection_dataset
+
+        data = settings.detection_data
+        return validate_detection_dataset(data, settings.project_root, list(data.splits))
 
 
 WORKLOAD = DetectionWorkload()

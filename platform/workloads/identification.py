@@ -18,8 +18,10 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import torch
+from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from sightline.artifacts import ModelRecord
 from sightline.config import Settings, SettingsError
@@ -29,6 +31,7 @@ from sightline.data.identity import (
     IdentitySplits,
     load_identity_splits,
 )
+from sightline.data.sources import IdentityData
 from sightline.evaluate.identification import (
     METRIC_NAMES,
     calibrate_gamma,
@@ -41,7 +44,10 @@ from sightline.evaluate.identification import (
     tar_at_far,
     top1_accuracy,
 )
-from sightline.workloads import Evaluation, TrainingData
+from sightline.train.job import TaskOptions, TrainingData, TrainJob, expect
+from sightline.train.tasks import Collate, TaskAdapter
+from sightline.validate.report import ValidationReport
+from sightline.workloads import Evaluation, Workload
 
 EMBED_BATCH = 128
 # Pair metrics look at every pair of up to this many images (whole people, drawn with the
@@ -100,9 +106,80 @@ def pair_distances_of_people(
     return pair_distances(embeddings, labels, seed=seed)
 
 
-class IdentificationWorkload:
-    group = "identification"
+class IdentityBatching(TaskOptions):
+    """What the embed adapter needs beyond `train`: P identities x K images per batch, and how
+    many images an unseen person needs (so the workers split the people as the driver does)."""
+
+    identities_per_batch: int = Field(ge=2)
+    images_per_identity: int = Field(ge=2)
+    min_unseen_images: int = Field(ge=2)
+
+
+# A batch of face crops (N, C, H, W) and their identity labels (N,).
+FacesBatch = tuple[torch.Tensor, torch.Tensor]
+
+
+def identity_dataset(job: TrainJob) -> Dataset:
+    """The training identities' images (labels 0..P-1, the identities in sorted order)."""
+    data = expect(job.data, IdentityData, "the job's data section")
+    batching = expect(job.task_options, IdentityBatching, "the job's task options")
+    records, splits = load_identity_splits(data, job.project_root, batching.min_unseen_images)
+    return IdentityDataset(
+        splits.records(records, "train"), image_size=data.image_size, channels=data.channels
+    )
+
+
+def identity_loader(
+    job: TrainJob,
+    dataset: Dataset,
+    collate: Collate[FacesBatch],
+    rank: int,
+    world: int,
+) -> DataLoader:
+    """P identities x K images per batch (positives and negatives in every batch), each rank
+    its own batches of one shared shuffle."""
+    from sightline.data.identity import IdentityBatchSampler
+
+    batching = expect(job.task_options, IdentityBatching, "the job's task options")
+    sampler = IdentityBatchSampler(
+        dataset.labels,  # type: ignore[attr-defined]
+        identities_per_batch=batching.identities_per_batch,
+        images_per_identity=batching.images_per_identity,
+        seed=job.seed,
+        num_replicas=world,
+        rank=rank,
+    )
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+
+def identity_collate(batch: list[tuple[torch.Tensor, int]]) -> FacesBatch:
+    images, labels = zip(*batch, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def identity_losses(
+    model: nn.Module, batch: FacesBatch, device: torch.device
+) -> dict[str, torch.Tensor]:
+    images, labels = batch
+    return model(images.to(device), {"labels": labels.to(device)})
+
+
+TRAIN_ADAPTER = TaskAdapter(
+    identity_dataset, identity_collate, identity_losses, loader=identity_loader
+)
+
+
+class IdentificationWorkload(Workload):
+    name = "identification"
+    tasks = ("embed",)
+    data_section = "identity_data"
+    synth_kind = "identity"
+    experiment = "sightline-identification"
+    registered_model = "sightline-embedder"
+    primary_metric = "dir_at_far_1e-2"
     headline_metrics = ("dir_at_far_1e-2", "top1")
+    summary_metrics = ("top1", "dir_at_far_1e-2", "roc_auc", "eer", "untrained_dir_at_far_1e-2")
+    train_adapters = MappingProxyType({"embed": TRAIN_ADAPTER})
     # params.yaml keys each stage kind reads ("{family}": the stage's family); dvc.yaml lists
     # exactly these (tests/unit/test_dvc_params.py). enroll_k decides who is split off as
     # unseen (min_unseen_images), so every stage that splits the people reads it.
@@ -145,13 +222,15 @@ class IdentificationWorkload:
             num_classes=len(splits.train),
             class_names=[],
             category_ids=[],
-            data_root=settings.path(settings.identity_data.root),
+            data_root=self.data_root(settings),
             model_params=embedder_params(settings, family),
-            task_options={
-                "identities_per_batch": options.identities_per_batch,
-                "images_per_identity": options.images_per_identity,
-                "min_unseen_images": min_unseen_images(settings),
-            },
+            data=settings.identity_data,
+            train=self.train_block(settings, family),
+            task_options=IdentityBatching(
+                identities_per_batch=options.identities_per_batch,
+                images_per_identity=options.images_per_identity,
+                min_unseen_images=min_unseen_images(settings),
+            ),
             record_schema={"image": "string", "identity": "string"},
             split_sizes={
                 f"{split}_{unit}": count
@@ -233,6 +312,13 @@ class IdentificationWorkload:
         per_k = tuple(f"{name}_k" for name in PER_K)
         names = [*METRIC_NAMES, *(name for name in metrics if name.startswith(per_k))]
         return {name: metrics[name] for name in names if name in metrics}
+
+    def validate(self, settings: Settings) -> ValidationReport:
+        from sightline.validate.identity import validate_identity_dataset
+
+        return validate_identity_dataset(
+            settings.identity_data, settings.project_root, min_unseen_images(settings)
+        )
 
     def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
         """The unseen and impostor images and the enrollment rule the metrics were measured on."""

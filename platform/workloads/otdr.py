@@ -11,12 +11,17 @@ from types import MappingProxyType
 from typing import Any
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from sightline.artifacts import ModelRecord
 from sightline.config import Settings
 from sightline.data.otdr import EVENT_TYPES, LABEL_OF_TYPE, NUM_CLASSES, Trace, load_split
+from sightline.data.sources import OTDRData
 from sightline.evaluate.otdr import evaluate_traces
-from sightline.workloads import Evaluation, TrainingData
+from sightline.train.job import TrainingData, TrainJob, expect
+from sightline.train.tasks import TargetsBatch, TaskAdapter, targets_losses
+from sightline.validate.report import ValidationReport
+from sightline.workloads import Evaluation, Workload
 
 REGISTRY_METRICS = (
     "map_50",
@@ -31,9 +36,36 @@ def load_traces(settings: Settings, split: str) -> list[Trace]:
     return load_split(settings.path(settings.otdr_data.root), split)
 
 
-class OTDRWorkload:
-    group = "otdr"
+def trace_dataset(job: TrainJob) -> Dataset:
+    """The train split's traces: (L,) dB tensors and their segment/label targets."""
+    from sightline.data.otdr_dataset import TraceDataset
+
+    data = expect(job.data, OTDRData, "the job's data section")
+    root = data.root if data.root.is_absolute() else job.project_root / data.root
+    return TraceDataset.load(root, "train")
+
+
+def trace_collate(batch: list[Any]) -> TargetsBatch:
+    from sightline.data.otdr_dataset import collate
+
+    return collate(batch)
+
+
+# Traces and targets move to the device exactly as images and box targets do.
+TRAIN_ADAPTER = TaskAdapter(trace_dataset, trace_collate, targets_losses)
+
+
+class OTDRWorkload(Workload):
+    name = "otdr"
+    tasks = ("events1d",)
+    data_section = "otdr_data"
+    synth_kind = "otdr"
+    experiment = "sightline-otdr"
+    registered_model = "sightline-otdr"
+    primary_metric = "map_50"
     headline_metrics = ("map_50",)
+    summary_metrics = ("map_50", "loc_err_m_median", "loc_err_m_rmse", "untrained_map_50")
+    train_adapters = MappingProxyType({"events1d": TRAIN_ADAPTER})
     # params.yaml keys each stage kind reads ("{family}": the stage's family); dvc.yaml lists
     # exactly these (tests/unit/test_dvc_params.py).
     stage_params = MappingProxyType(
@@ -58,16 +90,13 @@ class OTDRWorkload:
             num_classes=NUM_CLASSES,
             class_names=list(EVENT_TYPES),
             category_ids=[LABEL_OF_TYPE[name] for name in EVENT_TYPES],
-            data_root=settings.path(settings.otdr_data.root),
+            data_root=self.data_root(settings),
             model_params=settings.model_params(family),
+            data=settings.otdr_data,
+            train=self.train_block(settings, family),
             record_schema={"samples_db": "string", "resolution_m": "double", "events": "string"},
             split_sizes={"train_traces": len(traces)},
         )
-
-    def after_training(
-        self, settings: Settings, model: nn.Module, record: ModelRecord
-    ) -> dict[str, Any]:
-        return {}
 
     def evaluate(
         self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
@@ -88,8 +117,11 @@ class OTDRWorkload:
     def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return {k: metrics[k] for k in REGISTRY_METRICS if k in metrics}
 
-    def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
-        return f"{settings.evaluate.split}:{','.join(record.class_names)}"
+    def validate(self, settings: Settings) -> ValidationReport:
+        from sightline.validate.otdr import validate_otdr_dataset
+
+        data = settings.otdr_data
+        return validate_otdr_dataset(data, settings.project_root, list(data.splits))
 
 
 WORKLOAD = OTDRWorkload()

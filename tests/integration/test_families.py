@@ -3,6 +3,8 @@ with the iouTypes of its task (bbox; + segm for masks; + keypoints for pose)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from sightline.artifacts import model_dir, proposals_for, proposals_path
@@ -16,6 +18,7 @@ from sightline.track.runs import start_training_run
 from sightline.train.job import job_for
 from sightline.train.launcher import fit
 from sightline.train.post_hoc import fit_post_hoc
+from sightline.workloads import workload_for
 from tests.detection_contract import two_image_batch
 from tests.integration.tiny import TINY_FAMILIES, tiny_params, write_params
 
@@ -44,9 +47,14 @@ def test_family_trains_on_ray_and_is_evaluated(
 ) -> None:
     task = FAMILIES[family].task
     split = load_task_split(tiny_settings.detection_data, "train", tiny_settings.project_root, task)
-    run_id = start_training_run(family, params={"family": family}, tags={})
-    job = job_for(tiny_settings, family=family, num_classes=split.num_classes + 1, run_id=run_id)
-    outcome = fit(job, ray_address=ray_cluster)
+    run_id = start_training_run(
+        family, experiment="sightline-detection", params={"family": family}, tags={}
+    )
+    detection = workload_for("detection")
+    job = job_for(
+        tiny_settings, detection.training_data(tiny_settings, family), family=family, run_id=run_id
+    )
+    outcome = fit(job, detection, ray_address=ray_cluster)
     assert outcome.metrics["loss"] > 0
     if FAMILIES[family].post_hoc:  # R-CNN stage 2: SVMs + regressors from cached features
         report = fit_post_hoc(tiny_settings, outcome.model, family, task)
@@ -76,18 +84,15 @@ def test_faster_rcnn_alternating_schedule_trains_four_steps_into_one_run(
         "schedule": "alternating",
         "alternating_epochs": [1, 1, 1, 1],
     }
-    split = load_task_split(
-        tiny_settings.detection_data, "train", tiny_settings.project_root, "detect"
+    detection = workload_for("detection")
+    data = detection.training_data(tiny_settings, "faster_rcnn")
+    run_id = start_training_run(
+        "faster_rcnn", experiment="sightline-detection", params={"family": "faster_rcnn"}, tags={}
     )
-    run_id = start_training_run("faster_rcnn", params={"family": "faster_rcnn"}, tags={})
     job = job_for(
-        tiny_settings,
-        family="faster_rcnn",
-        num_classes=split.num_classes + 1,
-        run_id=run_id,
-        model_params=params,
+        tiny_settings, replace(data, model_params=params), family="faster_rcnn", run_id=run_id
     )
-    outcome = fit(job, ray_address=ray_cluster)
+    outcome = fit(job, detection, ray_address=ray_cluster)
     history = MlflowClient(mlflow_store).get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]  # one epoch per step, in order
     rpn_only = MlflowClient(mlflow_store).get_metric_history(run_id, "loss_objectness")

@@ -30,6 +30,7 @@ from sightline.serve.app import run
 from sightline.serve.registered import RETRY_LOAD_AFTER_S
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
+from sightline.workloads import workload_for
 from tests.api import assert_error
 from tests.conftest import own_store
 from tests.integration.serving import free_port
@@ -45,7 +46,7 @@ def register_untrained_detectors(artifact_root: Path) -> None:
     torch.manual_seed(0)
     params = {"width": 8, "representation_size": 64}
     model = build_model("faster_rcnn", num_classes=6, **params)
-    with mlflow.start_run(experiment_id=experiment_id("detection", artifact_root)):
+    with mlflow.start_run(experiment_id=experiment_id("sightline-detection", artifact_root)):
         uri = log_model(
             model,
             family="faster_rcnn",
@@ -54,7 +55,9 @@ def register_untrained_detectors(artifact_root: Path) -> None:
             metadata={"class_names": CLASS_NAMES, "task": "detect"},
         )
     for family, value in [("faster_rcnn", 0.3), ("faster_rcnn", 0.1), (OTHER_FAMILY, 0.05)]:
-        register(uri, group="detection", family=family, metrics={"map": value}, tags={})
+        register(
+            uri, workload=workload_for("detection"), family=family, metrics={"map": value}, tags={}
+        )
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
@@ -238,7 +241,9 @@ def test_reload_swaps_in_a_new_champion_without_dropping_requests(api, store) ->
     assert_error(api.post("/v1/admin/reload", headers=bad), 401, "invalid_token")
     # A better version is registered (e.g. by `sightline tune`): champion moves in the registry.
     uri = f"models:/sightline-detector/{before['champion_version']}"
-    promoted = register(uri, group="detection", family="faster_rcnn", metrics={"map": 0.9}, tags={})
+    promoted = register(
+        uri, workload=workload_for("detection"), family="faster_rcnn", metrics={"map": 0.9}, tags={}
+    )
     assert promoted.promoted
     image = encode(noise_image(64, 48), "PNG")
     statuses: list[int] = []

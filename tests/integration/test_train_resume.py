@@ -13,6 +13,7 @@ from sightline.data.synth.detection import generate
 from sightline.track.runs import start_training_run
 from sightline.train.job import job_for
 from sightline.train.launcher import fit
+from sightline.workloads import workload_for
 from tests.integration.tiny import tiny_params, write_params
 
 
@@ -29,9 +30,13 @@ def test_worker_crash_resumes_from_checkpoint_in_the_same_run(
     ray_cluster: str, tiny_project
 ) -> None:
     settings = tiny_project
-    run_id = start_training_run("faster_rcnn", params={"family": "faster_rcnn"}, tags={})
-    job = job_for(settings, family="faster_rcnn", num_classes=6, run_id=run_id)
-    outcome = fit(job, ray_address=ray_cluster)
+    run_id = start_training_run(
+        "faster_rcnn", experiment="sightline-detection", params={"family": "faster_rcnn"}, tags={}
+    )
+    detection = workload_for("detection")
+    data = detection.training_data(settings, "faster_rcnn")
+    job = job_for(settings, data, family="faster_rcnn", run_id=run_id)
+    outcome = fit(job, detection, ray_address=ray_cluster)
 
     assert (Path(job.marker_dir) / "failure_injected").exists(), "the failure was not injected"
     assert outcome.metrics["epoch"] == 2

@@ -14,6 +14,7 @@ from sightline.models import build_model
 from sightline.track.registry import CHAMPION, log_model, register
 from sightline.track.runs import experiment_id, resume_run, start_training_run
 from sightline.tune.search import run_search
+from sightline.workloads import workload_for
 from tests.integration.tiny import tiny_params, write_params
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
     client = MlflowClient(mlflow_store)
     # A champion already scored on the same validation data and classes, and hard to beat.
     split = load_task_split(settings.detection_data, "val", settings.project_root, "detect")
-    run_id = start_training_run("faster_rcnn", params={}, tags={})
+    run_id = start_training_run("faster_rcnn", experiment="sightline-detection", params={}, tags={})
     with resume_run(run_id):
         params = {"width": 8, "representation_size": 32}
         uri = log_model(
@@ -53,7 +54,8 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
             metadata={"task": "detect"},
         )
     scope = f"val:{','.join(split.class_names)}"
-    held = register(uri, group="detection", family="faster_rcnn", metrics={"map": 0.99},
+    detection = workload_for("detection")
+    held = register(uri, workload=detection, family="faster_rcnn", metrics={"map": 0.99},
                     tags={}, eval_scope=scope)  # fmt: skip
 
     torch.manual_seed(0)
@@ -67,7 +69,8 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
     assert parent.data.tags["best_run_id"] == outcome.best.run_id
     assert parent.data.metrics["trials_failed"] == 1
     children = client.search_runs(
-        [experiment_id("detection")], f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'"
+        [experiment_id("sightline-detection")],
+        f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'",
     )
     assert len(children) == 2
     best_run = client.get_run(outcome.best.run_id)

@@ -25,6 +25,7 @@ from sightline.serve.faces import Faces, gallery_file
 from sightline.serve.faces_routes import MAX_ENROLL_IMAGES, add_faces_routes
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
+from sightline.workloads import workload_for
 from tests.api import routes_client
 from tests.conftest import own_store
 
@@ -37,7 +38,9 @@ MAX_UPLOAD = 200_000
 def register_embedder(store: Path, image_size: int, gamma: float = GAMMA) -> None:
     params = {"image_size": image_size, "channels": 3}
     model = build_model("pixel_template", 1, **params)
-    with mlflow.start_run(experiment_id=experiment_id("identification", store / "artifacts")):
+    with mlflow.start_run(
+        experiment_id=experiment_id("sightline-identification", store / "artifacts")
+    ):
         uri = log_model(
             model,
             family="pixel_template",
@@ -46,7 +49,8 @@ def register_embedder(store: Path, image_size: int, gamma: float = GAMMA) -> Non
             metadata={"task": "embed", "gamma": gamma, "rule": "mean", "target_far": 0.01},
         )
     register(
-        uri, group="identification", family="pixel_template", metrics={"dir_at_far_1e-2": 0.1},
+        uri, workload=workload_for("identification"), family="pixel_template",
+        metrics={"dir_at_far_1e-2": 0.1},
         tags={}, eval_scope="test",
     )  # fmt: skip
 

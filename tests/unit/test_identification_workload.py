@@ -16,8 +16,8 @@ from sightline.data.synth.identity import SynthIdentity, generate
 from sightline.evaluate.identification import METRIC_NAMES
 from sightline.models import build_model
 from sightline.train.job import job_for
-from sightline.train.tasks import adapter_for
 from sightline.workloads import workload_for
+from sightline.workloads.identification import IdentityBatching
 
 P, K = 4, 3
 TINY_EMBEDDER = {"width": 4, "stages": 2, "embedding_dim": 8}
@@ -63,11 +63,11 @@ def test_training_data_comes_from_the_identity_splits(faces_root: Path) -> None:
     assert data.num_classes == len(splits.train) > 10  # classifier_embed's head
     assert data.class_names == [] and data.data_root == faces_root / "data" / "identity"
     assert data.model_params == {**TINY_EMBEDDER, "image_size": 32, "channels": 3}
-    assert data.task_options == {
-        "identities_per_batch": P,
-        "images_per_identity": K,
-        "min_unseen_images": 6,  # max(enroll_k) templates + one query
-    }
+    assert data.task_options == IdentityBatching(
+        identities_per_batch=P,
+        images_per_identity=K,
+        min_unseen_images=6,  # max(enroll_k) templates + one query
+    )
 
 
 def test_model_input_size_must_agree_with_identity_data(faces_root: Path) -> None:
@@ -79,15 +79,8 @@ def test_model_input_size_must_agree_with_identity_data(faces_root: Path) -> Non
 def test_the_embed_adapter_gives_p_by_k_batches_per_rank(faces_root: Path) -> None:
     settings = settings_for(faces_root)
     data = workload_for("identification").training_data(settings, "triplet")
-    job = job_for(
-        settings,
-        family="triplet",
-        num_classes=data.num_classes,
-        run_id="run",
-        model_params=data.model_params,
-        task_options=data.task_options,
-    )
-    adapter = adapter_for("embed")
+    job = job_for(settings, data, family="triplet", run_id="run")
+    adapter = workload_for("identification").train_adapter("embed")
     dataset = adapter.dataset(job)
     assert set(dataset.labels) == set(range(data.num_classes))
     model = build_model("triplet", data.num_classes, **data.model_params).train()

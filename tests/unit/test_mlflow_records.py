@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from sightline.track.lineage import DvcDataset
 from sightline.track.registry import CHAMPION, register
-from sightline.track.runs import EXPERIMENT_KIND, EXPERIMENTS, experiment_id, start_training_run
+from sightline.track.runs import EXPERIMENT_KIND, experiment_id, start_training_run
+from sightline.workloads import workload_for
 
 
 def _dataset(root: Path) -> DvcDataset:
@@ -36,7 +37,11 @@ def _model_uri() -> str:
 
 def test_training_runs_carry_kind_and_dataset_input(mlflow_store: str, tmp_path: Path) -> None:
     run_id = start_training_run(
-        "ssd", params={"lr": 0.1}, tags={"dvc_data_hash": "abc"}, dataset=_dataset(tmp_path)
+        "ssd",
+        experiment="sightline-detection",
+        params={"lr": 0.1},
+        tags={"dvc_data_hash": "abc"},
+        dataset=_dataset(tmp_path),
     )
     run = MlflowClient().get_run(run_id)
     assert run.data.tags["kind"] == "training"
@@ -55,10 +60,10 @@ def test_experiments_are_model_training_experiments_even_when_made_before(
     mlflow_store: str,
 ) -> None:
     (key, kind), = EXPERIMENT_KIND.items()  # fmt: skip
-    fresh = MlflowClient().get_experiment(experiment_id("detection"))
+    fresh = MlflowClient().get_experiment(experiment_id("sightline-detection"))
     assert fresh.tags[key] == kind
-    older = mlflow.create_experiment(EXPERIMENTS["otdr"])  # a store from before the kind tag
-    assert experiment_id("otdr") == older
+    older = mlflow.create_experiment("sightline-otdr")  # a store from before the kind tag
+    assert experiment_id("sightline-otdr") == older
     assert MlflowClient().get_experiment(older).tags[key] == kind
 
 
@@ -70,7 +75,7 @@ def test_champion_tag_follows_the_alias_on_versions_and_runs(mlflow_store: str) 
             uri = _model_uri()
         promotion = register(
             uri,
-            group="detection",
+            workload=workload_for("detection"),
             family="ssd",
             metrics={"map": value},
             tags={"run_id": run.info.run_id},

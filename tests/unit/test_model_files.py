@@ -21,6 +21,7 @@ from sightline.train.loop import (
     _lr_lambda,
     load_checkpoint,
 )
+from sightline.workloads import workload_for
 from tests.conftest import own_store
 from tests.detection_contract import TINY_RCNN
 
@@ -49,7 +50,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 model_params=TINY_RCNN,
                 metadata={"task": "detect", "class_names": ["a", "b"]},
             )
-        register(uri, group="detection", family="faster_rcnn", metrics={"map": 0.1}, tags={})
+        register(
+            uri, workload=workload_for("detection"), family="faster_rcnn", metrics={"map": 0.1},
+            tags={},
+        )  # fmt: skip
         (weights,) = (root / "store").rglob(WEIGHTS_FILE)
         yield weights.parents[2]  # <model>/artifacts/sightline_model/weights.safetensors
 
@@ -69,7 +73,7 @@ def test_a_registered_model_holds_no_pickle_and_loads_as_plain_tensors(registere
     names = {str(p.relative_to(registered)) for p in registered.rglob("*") if p.is_file()}
     assert {"MLmodel", "pyfunc_model.py", f"artifacts/sightline_model/{WEIGHTS_FILE}"} <= names
     assert not [n for n in names if n.endswith((".pkl", ".pt", ".pth"))]
-    loaded = load_version("detection")
+    loaded = load_version("sightline-detector")
     assert loaded.family == "faster_rcnn" and loaded.class_names == ["a", "b"]
     assert not loaded.model.training
 
@@ -100,7 +104,7 @@ def test_a_planted_pickle_is_refused_and_never_runs(
     target.write_bytes(pickle.dumps(Payload(marker), protocol=4))
 
     with pytest.raises(UnsafeModelFile, match=rf"sightline-detector v1: .*{Path(planted).name}"):
-        load_version("detection", "1")
+        load_version("sightline-detector", "1")
     assert not marker.exists()
 
 
@@ -109,7 +113,7 @@ def test_a_torch_save_pickle_as_an_extra_file_is_refused(registered: Path, tmp_p
     torch.save({"x": Payload(marker)}, registered / "extra")  # a zip with a data.pkl inside
 
     with pytest.raises(UnsafeModelFile, match=r"extra .*may be a pickle"):
-        load_version("detection", "1")
+        load_version("sightline-detector", "1")
     assert not marker.exists()
 
 

@@ -24,6 +24,7 @@ from sightline.serve.otdr import OTDREvents, detect_events
 from sightline.serve.otdr_routes import add_otdr_routes
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
+from sightline.workloads import workload_for
 from tests.api import assert_error, routes_client
 from tests.conftest import own_store
 from tests.unit.test_otdr_models import TINY
@@ -43,7 +44,7 @@ def register_untrained(store: Path) -> None:
     for family, value in [("otdr_detector", 0.4), ("otdr_window", 0.1)]:
         torch.manual_seed(0)
         model = build_model(family, NUM_CLASSES, **TINY[family][1])
-        with mlflow.start_run(experiment_id=experiment_id("otdr", store / "artifacts")):
+        with mlflow.start_run(experiment_id=experiment_id("sightline-otdr", store / "artifacts")):
             uri = log_model(
                 model,
                 family=family,
@@ -51,7 +52,9 @@ def register_untrained(store: Path) -> None:
                 model_params=TINY[family][1],
                 metadata={"task": "events1d", "class_names": list(EVENT_TYPES)},
             )
-        register(uri, group="otdr", family=family, metrics={"map_50": value}, tags={})
+        register(
+            uri, workload=workload_for("otdr"), family=family, metrics={"map_50": value}, tags={}
+        )
 
 
 def build() -> TestClient:

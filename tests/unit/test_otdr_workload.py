@@ -4,6 +4,7 @@ metrics, figures and registry values."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ from sightline.data.synth.otdr import generate, simulate_trace
 from sightline.data.synth.params import SynthOTDR
 from sightline.evaluate.otdr import snr_bands, trace_snr_db
 from sightline.train.job import job_for
-from sightline.train.tasks import adapter_for
 from sightline.workloads import workload_for
 from sightline.workloads.otdr import REGISTRY_METRICS
 from tests.unit.test_otdr_models import TINY
@@ -91,14 +91,10 @@ def test_dataset_items_follow_the_1d_contract(settings: Settings) -> None:
 
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_adapter_turns_a_batch_into_the_family_losses(settings: Settings, family: str) -> None:
-    adapter = adapter_for("events1d")
-    job = job_for(
-        settings,
-        family=family,
-        num_classes=NUM_CLASSES,
-        run_id="r",
-        model_params=dict(TINY[family][1]),
-    )
+    otdr = workload_for("otdr")
+    adapter = otdr.train_adapter("events1d")
+    data = replace(otdr.training_data(settings, family), model_params=dict(TINY[family][1]))
+    job = job_for(settings, data, family=family, run_id="r")
     dataset = adapter.dataset(job)
     loader = adapter.loader(job, dataset, adapter.collate, 0, 2)
     torch.manual_seed(0)
@@ -111,12 +107,12 @@ def test_adapter_turns_a_batch_into_the_family_losses(settings: Settings, family
     assert losses and all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
 
 
-def test_adapter_names_a_missing_split(tmp_path: Path) -> None:
-    job = job_for(
-        Settings(project_root=tmp_path), family="otdr_window", num_classes=NUM_CLASSES, run_id="r"
-    )
+def test_adapter_names_a_missing_split(settings: Settings, tmp_path: Path) -> None:
+    otdr = workload_for("otdr")
+    job = job_for(settings, otdr.training_data(settings, "otdr_window"), family="otdr_window",
+                  run_id="r").model_copy(update={"project_root": tmp_path})  # fmt: skip
     with pytest.raises(ValueError, match=r"train\.json: no such OTDR split file"):
-        adapter_for("events1d").dataset(job)
+        otdr.train_adapter("events1d").dataset(job)
 
 
 @pytest.mark.parametrize("snr_db", [14.0, 22.0, 30.0])

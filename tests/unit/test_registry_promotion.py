@@ -9,10 +9,13 @@ from mlflow import MlflowClient
 from sightline.models import build_model
 from sightline.models.faster_rcnn import FasterRCNN
 from sightline.track.registry import CHAMPION, load_version, log_model, register
+from sightline.workloads import workload_for
 from tests.detection_contract import TINY_RCNN
 
-
-TINY = {"faster_rcnn": TINY_RCNN, "keypoint_rcnn": {**TINY_RCNN, "keypoint_layers": [8, 8]}}
+TINY = {
+    "faster_rcnn": TINY_RCNN,
+    "keypoint_rcnn": {**TINY_RCNN, "keypoint_layers": [8, 8], "num_keypoints": 7},
+}
 
 
 def _log(family: str) -> str:
@@ -28,19 +31,32 @@ def _log(family: str) -> str:
 
 def test_champion_moves_only_when_the_new_version_is_better(mlflow_store: str) -> None:
     first = register(
-        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.30}, tags={}
+        _log("faster_rcnn"),
+        workload=workload_for("detection"),
+        family="faster_rcnn",
+        metrics={"map": 0.30},
+        tags={},
     )
     assert first.promoted and first.previous_version is None and first.version == "1"
 
     worse = register(
-        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.20}, tags={}
+        _log("faster_rcnn"),
+        workload=workload_for("detection"),
+        family="faster_rcnn",
+        metrics={"map": 0.20},
+        tags={},
     )
     tie = register(
-        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.30}, tags={}
+        _log("faster_rcnn"),
+        workload=workload_for("detection"),
+        family="faster_rcnn",
+        metrics={"map": 0.30},
+        tags={},
     )
     assert not worse.promoted and not tie.promoted
     first_again = register(  # a score with more digits than the tags keep, registered twice
-        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.3000004},
+        _log("faster_rcnn"), workload=workload_for("detection"), family="faster_rcnn",
+        metrics={"map": 0.3000004},
         tags={},
     )  # fmt: skip
     assert not first_again.promoted
@@ -48,7 +64,11 @@ def test_champion_moves_only_when_the_new_version_is_better(mlflow_store: str) -
     assert str(client.get_model_version_by_alias("sightline-detector", CHAMPION).version) == "1"
 
     better = register(
-        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.45}, tags={}
+        _log("faster_rcnn"),
+        workload=workload_for("detection"),
+        family="faster_rcnn",
+        metrics={"map": 0.45},
+        tags={},
     )
     assert (
         better.promoted
@@ -61,7 +81,7 @@ def test_champion_moves_only_when_the_new_version_is_better(mlflow_store: str) -
         champion.tags["metric.map"]
     ) == pytest.approx(0.45)
 
-    loaded = load_version("detection")
+    loaded = load_version("sightline-detector")
     assert (
         loaded.version == "5"
         and loaded.family == "faster_rcnn"
@@ -75,7 +95,7 @@ def test_registering_without_the_primary_metric_is_refused(mlflow_store: str) ->
     with pytest.raises(KeyError, match="primary metric 'map'"):
         register(
             _log("faster_rcnn"),
-            group="detection",
+            workload=workload_for("detection"),
             family="faster_rcnn",
             metrics={"map_50": 0.5},
             tags={},
@@ -86,7 +106,7 @@ def test_registering_without_the_primary_metric_is_refused(mlflow_store: str) ->
 def test_a_version_scored_on_other_classes_never_takes_the_champion(mlflow_store: str) -> None:
     register(
         _log("faster_rcnn"),
-        group="detection",
+        workload=workload_for("detection"),
         family="faster_rcnn",
         metrics={"map": 0.3},
         tags={},
@@ -94,7 +114,7 @@ def test_a_version_scored_on_other_classes_never_takes_the_champion(mlflow_store
     )
     pose = register(
         _log("keypoint_rcnn"),
-        group="detection",
+        workload=workload_for("detection"),
         family="keypoint_rcnn",
         metrics={"map": 0.9},
         tags={},
@@ -109,13 +129,17 @@ def test_a_version_scored_on_other_classes_never_takes_the_champion(mlflow_store
 
 def test_a_champion_without_a_recorded_scope_can_still_be_beaten(mlflow_store: str) -> None:
     register(
-        _log("faster_rcnn"), group="detection", family="faster_rcnn", metrics={"map": 0.3}, tags={}
+        _log("faster_rcnn"),
+        workload=workload_for("detection"),
+        family="faster_rcnn",
+        metrics={"map": 0.3},
+        tags={},
     )
     client = MlflowClient()
     client.delete_model_version_tag("sightline-detector", "1", "eval_scope")  # an older version
     better = register(
         _log("faster_rcnn"),
-        group="detection",
+        workload=workload_for("detection"),
         family="faster_rcnn",
         metrics={"map": 0.4},
         tags={},

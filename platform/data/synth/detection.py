@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sightline.config import SynthDetection
 from sightline.data.coco import write_coco
+from sightline.data.synth.params import SynthDetection
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1"
