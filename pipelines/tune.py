@@ -18,8 +18,41 @@ from sightline.artifacts import write_json
 from sightline.config import Settings
 from sightline.stage import run_stage
 from sightline.tune.search import run_search
+from sightline.workloads import all_workloads
 
 console = Console(stderr=True)
+
+# The params.yaml keys a search reads of its own section (`tune.families` only lists the
+# stages) ...
+SEARCH_PARAMS = (
+    "tune.num_samples",
+    "tune.max_concurrent_trials",
+    "tune.workers_per_trial",
+    "tune.threads_per_worker",
+    "tune.max_epochs",
+    "tune.grace_period",
+    "tune.reduction_factor",
+    "tune.worker_start_retries",
+    "tune.family_budget",
+    "tune.spaces.{family}",
+)
+# ... and what its trials read: each trains, is scored after every epoch and the best is
+# registered. dvc.yaml's one `tune` template serves families of every group, so it lists every
+# group's keys (a key inside one listed whole is left out); dvc.yaml lists exactly these
+# (tests/unit/test_dvc_params.py).
+_TRIAL_PARAMS = {
+    key
+    for workload in all_workloads()
+    for kind in ("train", "evaluate", "register")
+    for key in workload.stage_params[kind]
+}
+STAGE_PARAMS = SEARCH_PARAMS + tuple(
+    sorted(
+        key
+        for key in _TRIAL_PARAMS
+        if not any(key.startswith(f"{whole}.") for whole in _TRIAL_PARAMS)
+    )
+)
 
 
 def stage(settings: Settings, args: argparse.Namespace) -> int:
