@@ -9,6 +9,7 @@ routes in faces_routes.py).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sightline.config import Settings
 from sightline.serve.auth import require_token
+from sightline.serve.console import MLFLOW_UI_URL_ENV, add_console
 from sightline.serve.errors import add_error_handlers
 from sightline.serve.faces_routes import add_faces_routes
 from sightline.serve.images import decode_image, inference_pixels
@@ -58,6 +60,7 @@ class ApiConfig:
     default_score_threshold: float
     max_trace_samples: int = 1_048_576
     api_token: str | None = field(default=None, repr=False)
+    mlflow_ui_url: str | None = None  # the console links each model to its MLflow run there
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -69,6 +72,7 @@ class ApiConfig:
             default_score_threshold=settings.serve.default_score_threshold,
             max_trace_samples=settings.serve.max_trace_samples,
             api_token=settings.api_token,
+            mlflow_ui_url=os.environ.get(MLFLOW_UI_URL_ENV) or None,
         )
 
 
@@ -115,6 +119,7 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
         add_faces_routes(api, config, handles["identification"])
     if "otdr" in handles:
         add_otdr_routes(api, config, handles["otdr"])
+    add_console(api, config.mlflow_ui_url)
     return api
 
 

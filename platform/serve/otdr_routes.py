@@ -5,7 +5,9 @@
 A trace is sent either as a Telcordia SR-4731 `.sor` file (multipart file field `file`; read
 here with sightline.data.sor, versions 1 and 2) or as JSON {"samples": [dB, ...],
 "resolution_m": metres per sample}. `?model=<family>` picks a registered family other than the
-champion; `?score_threshold=` drops weaker events (default: serve.default_score_threshold).
+champion; `?score_threshold=` drops weaker events (default: serve.default_score_threshold);
+`?include_trace=true` returns the samples too (to plot them). A .sor file's own KeyEvents table
+(the instrument's analysis) comes back as `key_events` beside the model's events.
 Every bad upload gets a 4xx JSON error naming the problem: an empty or unreadable .sor file (the
 block and field at fault), NaN, infinite or out-of-range samples (their index), a resolution
 outside MIN_RESOLUTION_M..MAX_RESOLUTION_M, fewer than MIN_TRACE_SAMPLES samples or more than
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
+from sightline.data.otdr import KeyEvent
 from sightline.data.sor import SorError, read_sor
 from sightline.serve.errors import (
     BadRequest,
@@ -81,12 +84,28 @@ class TraceInfo(BaseModel):
     num_samples: int
     resolution_m: float
     length_m: float
+    samples_db: list[float] | None = Field(
+        default=None, description="the trace's samples (dB), with ?include_trace=true"
+    )
+
+
+class InstrumentKeyEvent(BaseModel):
+    """A row of the .sor file's KeyEvents table: the instrument's analysis, not the model's."""
+
+    number: int
+    position_m: float
+    loss_db: float
+    reflectance_db: float
+    code: str = Field(description="SR-4731 event code, e.g. 0F (non-reflective, found)")
 
 
 class OTDREventsResponse(BaseModel):
     model: ModelRef
     trace: TraceInfo
     events: list[OTDREvent] = Field(description="sorted by position")
+    key_events: list[InstrumentKeyEvent] | None = Field(
+        default=None, description="the uploaded .sor file's KeyEvents table, when it has one"
+    )
 
 
 OTDR_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -121,8 +140,9 @@ class InvalidTrace(Unprocessable):
     """The trace parsed but breaks the schema or the sane ranges (as FastAPI's body errors)."""
 
 
-def trace_from_sor(data: bytes, filename: str) -> tuple[np.ndarray, float]:
-    """Samples (dB) and metres per sample of an uploaded .sor file, or a 400 naming why not."""
+def trace_from_sor(data: bytes, filename: str) -> tuple[np.ndarray, float, list[KeyEvent]]:
+    """Samples (dB), metres per sample and KeyEvents of an uploaded .sor file, or a 400
+    naming why not."""
     if not data:
         raise BadRequest("empty_file", f"{filename} is empty; {HOW_TO_SEND}")
     try:
@@ -133,7 +153,7 @@ def trace_from_sor(data: bytes, filename: str) -> tuple[np.ndarray, float]:
             "invalid_sor", f"{filename} is not a readable SR-4731 .sor file: {problem}"
         ) from None
     check_sor_ranges(trace.samples, trace.resolution_m, filename)
-    return trace.samples, trace.resolution_m
+    return trace.samples, trace.resolution_m, list(trace.key_events or [])
 
 
 def check_sor_ranges(samples: np.ndarray, resolution_m: float, filename: str) -> None:
@@ -153,7 +173,7 @@ def check_sor_ranges(samples: np.ndarray, resolution_m: float, filename: str) ->
         )
 
 
-def trace_from_json(data: bytes) -> tuple[np.ndarray, float]:
+def trace_from_json(data: bytes) -> tuple[np.ndarray, float, list[KeyEvent]]:
     if not data:
         raise BadRequest("empty_body", f"the request has no body; {HOW_TO_SEND}")
     try:
@@ -167,7 +187,7 @@ def trace_from_json(data: bytes) -> tuple[np.ndarray, float]:
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         raise InvalidTrace("invalid_trace", describe_validation_errors(errors)) from None
-    return np.asarray(body.samples, dtype=np.float32), body.resolution_m
+    return np.asarray(body.samples, dtype=np.float32), body.resolution_m, []
 
 
 async def read_sor_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
@@ -176,7 +196,7 @@ async def read_sor_upload(request: Request, max_bytes: int) -> tuple[bytes, str]
     return await read_multipart_file(request, limit, FILE_FIELD, "missing_file", HOW_TO_SEND)
 
 
-async def read_trace(request: Request, max_bytes: int) -> tuple[np.ndarray, float]:
+async def read_trace(request: Request, max_bytes: int) -> tuple[np.ndarray, float, list[KeyEvent]]:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         data, filename = await read_sor_upload(request, max_bytes)
@@ -213,6 +233,7 @@ def add_otdr_routes(api: FastAPI, config: Any, otdr: DeploymentHandle) -> None:
     @api.post(
         "/v1/otdr/events",
         response_model=OTDREventsResponse,
+        response_model_exclude_none=True,  # samples and key_events only when asked / present
         responses=OTDR_ERRORS,
         openapi_extra=OTDR_REQUEST_BODY,
     )
@@ -226,10 +247,13 @@ def add_otdr_routes(api: FastAPI, config: Any, otdr: DeploymentHandle) -> None:
             str | None,
             Query(description="a model family name (see /v1/models); default: the champion"),
         ] = None,
+        include_trace: Annotated[
+            bool, Query(description="also return the samples (dB), e.g. to plot the trace")
+        ] = False,
     ) -> OTDREventsResponse:
         """Detect the events of one OTDR trace (a .sor file, or JSON samples + resolution)."""
         card = (await otdr.catalog.remote()).resolve(model)
-        samples, resolution_m = await read_trace(request, config.max_upload_bytes)
+        samples, resolution_m, key_events = await read_trace(request, config.max_upload_bytes)
         check_length(samples, config.max_trace_samples)
         threshold = config.default_score_threshold if score_threshold is None else score_threshold
         events = await otdr.detect.remote(samples, resolution_m, card.version, threshold)
@@ -239,6 +263,18 @@ def add_otdr_routes(api: FastAPI, config: Any, otdr: DeploymentHandle) -> None:
                 num_samples=len(samples),
                 resolution_m=resolution_m,
                 length_m=len(samples) * resolution_m,
+                samples_db=samples.tolist() if include_trace else None,
             ),
             events=events,
+            key_events=[
+                InstrumentKeyEvent(
+                    number=k.number,
+                    position_m=k.position_m,
+                    loss_db=k.loss_db,
+                    reflectance_db=k.reflectance_db,
+                    code=k.code,
+                )
+                for k in key_events
+            ]
+            or None,
         )

@@ -44,9 +44,13 @@ def family_versions(versions: Iterable[ModelVersion], champion: str | None) -> d
     return chosen
 
 
-def model_card(loaded: LoadedModel, champion: bool) -> ModelCard:
+def model_card(
+    loaded: LoadedModel, champion: bool, tags: dict[str, str] | None = None
+) -> ModelCard:
+    """`tags`: the registry version's tags (its metrics as `metric.<name>`, its run)."""
     known = FAMILIES.get(loaded.family)
     task = loaded.metadata.get("task") or (known.task if known else "unknown")
+    tags = tags or {}
     return ModelCard(
         name=loaded.registered_model,
         version=loaded.version,
@@ -54,6 +58,10 @@ def model_card(loaded: LoadedModel, champion: bool) -> ModelCard:
         task=str(task),
         class_names=loaded.class_names,
         champion=champion,
+        metrics={
+            k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")
+        },
+        run_id=tags.get("run_id"),
     )
 
 
@@ -88,15 +96,15 @@ class RegisteredModels:
         name = self.registered_model
         champion = champion_version(self._client, name)
         champion_number = str(champion.version) if champion is not None else None
-        wanted = family_versions(
-            self._client.search_model_versions(f"name = '{name}'"), champion_number
-        )
+        versions = self._client.search_model_versions(f"name = '{name}'")
+        tags = {str(v.version): dict(v.tags) for v in versions}
+        wanted = family_versions(versions, champion_number)
         numbers = set(wanted.values()) | ({champion_number} if champion_number else set())
         models = load_versions(name, sorted(numbers, key=int))
         # Swapped in one assignment each: requests in flight keep the models they resolved.
         self._models = {**self._models, **models}
         self._catalog = Catalog(
-            models=[model_card(m, n == champion_number) for n, m in models.items()],
+            models=[model_card(m, n == champion_number, tags.get(n)) for n, m in models.items()],
             families={f: n for f, n in wanted.items() if n in models},
             champion_version=champion_number if champion_number in models else None,
         )

@@ -22,6 +22,10 @@ class ModelCard(ModelRef):
     task: str
     class_names: list[str] = Field(description="label_id k is class_names[k - 1]; 0 is background")
     champion: bool = Field(description="whether this version holds the registry alias 'champion'")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="the metrics the version was registered with"
+    )
+    run_id: str | None = Field(default=None, description="the MLflow run that trained it")
 
     def ref(self) -> ModelRef:
         return ModelRef(name=self.name, version=self.version, family=self.family)
