@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from torch import nn
 
+from sightline.cluster import node_description
 from sightline.models import build_model
 from sightline.train.job import TrainJob
 from sightline.train.progress import ProgressSender
@@ -125,6 +126,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = load_checkpoint(ckpt_dir, device)
         model.load_state_dict(state["model"])
     tracker = MlflowClient(job.tracking_uri) if rank == 0 else None
+    # Where each rank runs (a node, then its replacement after a node failure), in the run.
+    MlflowClient(job.tracking_uri).set_tag(job.run_id, f"rank{rank}_node", node_description())
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = load_checkpoint(ckpt_dir, device)

@@ -16,8 +16,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from tests.integration.serving import free_port
 
@@ -27,6 +30,19 @@ STARTUP_TIMEOUT_S = 240.0
 
 class ClusterStartError(RuntimeError):
     pass
+
+
+class NodeStartFailed(ClusterStartError):
+    """`ray start` exited: Ray gives a raylet 30 s to register, too short on a loaded host."""
+
+
+def _retried(start, attempts: int = 3) -> None:
+    for attempt in range(attempts):
+        try:
+            return start()
+        except NodeStartFailed:
+            if attempt == attempts - 1:
+                raise
 
 
 def postgres_bin_dir() -> Path | None:
@@ -109,9 +125,19 @@ class LocalCluster:
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
         log = self._spawn(name, common + args, env)
-        _wait_for(f"ray node {name}", lambda: "Ray runtime started." in log.read_text(), log=log)
+        process = self.processes[name]
+
+        def started() -> bool:
+            if process.poll() is not None:
+                raise NodeStartFailed(log.read_text()[-2000:])
+            return "Ray runtime started." in log.read_text()
+
+        _wait_for(f"ray node {name}", started, log=log)
 
     def start_ray_head(self, num_cpus: int = 0) -> None:
+        _retried(lambda: self._start_ray_head(num_cpus))
+
+    def _start_ray_head(self, num_cpus: int) -> None:
         port, dashboard = free_port(), free_port()
         temp_dir = self.root / "ray"
         temp_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +151,9 @@ class LocalCluster:
         self.dashboard_url = f"http://127.0.0.1:{dashboard}"
 
     def add_worker(self, name: str, num_cpus: int = 1) -> None:
+        _retried(lambda: self._add_worker(name, num_cpus))
+
+    def _add_worker(self, name: str, num_cpus: int) -> None:
         self._ray_start(name, [
             "--address", self.ray_address, "--node-ip-address", "127.0.0.1",
             "--num-cpus", str(num_cpus), "--resources", json.dumps({name: 1}),
@@ -275,3 +304,17 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One cluster for every cluster test; SIGHTLINE_CLUSTER_DIR reuses a `make cluster-up` one."""
+    reuse = os.environ.get("SIGHTLINE_CLUSTER_DIR")
+    if reuse and (Path(reuse) / "cluster.json").exists():
+        yield LocalCluster.load(Path(reuse))
+        return
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed and could not be: `make postgres` installs it")
+    cluster = LocalCluster.up(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.down()
