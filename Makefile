@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install browser demo tune data test test-unit lint serve clean
+.PHONY: install browser demo tune data test test-unit lint serve clean postgres cluster-up cluster-down
 
 # The environment, rebuilt when pyproject.toml or constraints.txt change. --no-compile: pip would
 # byte-compile all ~21k .py files of the stack (~1 min of one core); Python compiles the modules
@@ -50,8 +50,26 @@ browser:
 	  else echo "chromium/chromedriver missing (not root or no apt-get): browser tests will skip"; fi; \
 	fi
 
-test: install browser
+test: install browser postgres
 	$(BIN)/python -m pytest
+
+# PostgreSQL for the cluster tests' MLflow server (Debian's package; the tests start a throwaway
+# server in a temp dir). Installed when missing and we are root; else the cluster tests skip.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; } || \
+	  echo "PostgreSQL not installed (needs root + apt-get): the cluster tests will skip"
+
+# A real cluster on this host: Ray head + 2 worker nodes, MLflow server on PostgreSQL, a DVC
+# directory remote. `source $(CLUSTER_DIR)/cluster.env` points commands at it;
+# SIGHTLINE_CLUSTER_DIR=$(CLUSTER_DIR) makes the cluster tests reuse it.
+CLUSTER_DIR ?= .cluster
+cluster-up: install postgres
+	$(BIN)/python -m tests.integration.cluster up $(CLUSTER_DIR)
+
+cluster-down: install
+	$(BIN)/python -m tests.integration.cluster down $(CLUSTER_DIR)
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"
