@@ -191,6 +191,10 @@ def markdown(
     lines += [
         "",
         "Numbers are reported as measured; the benchmark is not tuned to agree with the claims.",
+        "",
+        "How each family's inference cost grows with proposals, windows and image size (the "
+        "seed's argument, with fitted per-proposal costs): [detector-costs.md](detector-costs.md)"
+        " (`sightline bench cost_curves`).",
     ]
     return "\n".join(lines) + "\n"
 
