@@ -1,0 +1,40 @@
+"""bench/overhead.py's pure helpers on tiny inputs (the benchmark itself is run by hand)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def overhead():
+    sys.path.insert(0, str(BENCH))  # the scripts import their shared helpers as `common`
+    try:
+        yield importlib.import_module("overhead")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_ratio_is_of_medians(overhead) -> None:
+    assert overhead.ratio([1.0, 3.0, 100.0], [2.0, 2.0, 0.5]) == 1.5
+    assert math.isnan(overhead.ratio([], [1.0]))
+    assert math.isnan(overhead.ratio([1.0], [0.0]))
+
+
+def test_timings_sum_per_part_and_shares_add_up(overhead) -> None:
+    timings = overhead.Timings()
+    assert overhead.timed(timings, "data", lambda: 7) == 7
+    timings.add("data", 1.0)
+    timings.add("forward", 3.0)
+    assert timings.parts["data"] >= 1.0
+    shares = overhead.shares(timings)
+    assert set(shares) == {"data", "forward"}
+    assert math.isclose(sum(shares.values()), 1.0)
+    assert shares["forward"] > shares["data"]
+    assert overhead.shares(overhead.Timings()) == {}
