@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,8 @@ class InProcessHandle:
         class Remote:
             @staticmethod
             async def remote(*args: Any) -> Any:
-                return method(*args)
+                result = method(*args)
+                return await result if inspect.isawaitable(result) else result
 
         return Remote
 

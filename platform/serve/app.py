@@ -25,6 +25,7 @@ from ray.serve import Application
 
 from sightline.cluster import ensure_ray
 from sightline.config import Settings
+from sightline.serve.capacity import deployment_options
 from sightline.serve.detector import Detector
 from sightline.serve.faces import Faces
 from sightline.serve.gateway import ApiConfig, Gateway
@@ -35,12 +36,16 @@ APP_NAME = "sightline"
 
 def build_app(settings: Settings) -> Application:
     config = ApiConfig.from_settings(settings)
+    serve_params = settings.serve
+    options = deployment_options(serve_params.scaling)  # replicas and queue limits, per task
     return Gateway.bind(
         config,
-        detection=Detector.bind(config.tracking_uri),
-        otdr=OTDREvents.bind(config.tracking_uri),
-        identification=Faces.bind(
-            config.tracking_uri, str(settings.path(settings.serve.gallery_path).resolve())
+        detection=Detector.options(**options).bind(config.tracking_uri, serve_params.batch),
+        otdr=OTDREvents.options(**options).bind(config.tracking_uri),
+        identification=Faces.options(**options).bind(
+            config.tracking_uri,
+            str(settings.path(serve_params.gallery_path).resolve()),
+            serve_params.batch,
         ),
     )
 

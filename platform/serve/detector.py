@@ -1,7 +1,14 @@
-"""The detection deployment: registered detectors (registered.py) run on decoded images."""
+"""The detection deployment: registered detectors (registered.py) run on decoded images.
+
+Requests are batched (`@serve.batch`, sizes from params `serve.batch`): the images of one
+batch that ask for the same model version go through it in one forward pass. Decoding and
+resizing happen in the ingress (gateway.py), off this replica.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -10,7 +17,15 @@ import torch.nn.functional as F
 from ray import serve
 from torch import nn
 
+from sightline.config import ServeBatch
 from sightline.evaluate.coco import masks_to_rle
+from sightline.serve.capacity import (
+    DEFAULT_BATCH,
+    call_batched,
+    configure_batching,
+    each_or_error,
+    indices_by,
+)
 from sightline.serve.registered import RegisteredModels
 from sightline.serve.schemas import Catalog, Detection
 
@@ -23,17 +38,34 @@ def detect_objects(
     scale: float = 1.0,
     original_size: tuple[int, int] | None = None,
 ) -> list[Detection]:
-    """Run one HxWx3 uint8 image through a torchvision-contract detector.
+    """Run one HxWx3 uint8 image through a torchvision-contract detector (see detections)."""
+    (output,) = run_detector(model, [pixels])
+    return detections(output, pixels.shape[:2], class_names, score_threshold, scale, original_size)
+
+
+def run_detector(model: nn.Module, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+    """HxWx3 uint8 images (any sizes) through a torchvision-contract detector in one call."""
+    # Copies: arrays arriving through Ray's object store are read-only.
+    tensors = [torch.tensor(p, dtype=torch.float32).permute(2, 0, 1).div_(255.0) for p in images]
+    with torch.inference_mode():
+        return model(tensors)
+
+
+def detections(
+    output: dict[str, torch.Tensor],
+    inference_size: tuple[int, int],
+    class_names: list[str],
+    score_threshold: float,
+    scale: float = 1.0,
+    original_size: tuple[int, int] | None = None,
+) -> list[Detection]:
+    """One image's model output -> detections scoring at least `score_threshold`.
 
     Boxes are multiplied by `scale` and clamped to `original_size` (width, height): the upload
-    may have been shrunk before inference (images.inference_pixels).
+    may have been shrunk to `inference_size` (height, width) first (images.inference_pixels).
     """
-    height, width = pixels.shape[:2]
+    height, width = inference_size
     width, height = original_size or (width, height)
-    # A copy: arrays arriving through Ray's object store are read-only.
-    image = torch.tensor(pixels, dtype=torch.float32).permute(2, 0, 1).div_(255.0)
-    with torch.inference_mode():
-        output = model([image])[0]
     keep = output["scores"] >= score_threshold
     boxes = output["boxes"][keep] * scale
     # The model maps boxes back to the input size; clamp away float overshoot at the border.
@@ -89,8 +121,9 @@ def label_name(label_id: int, class_names: list[str]) -> str:
 class Detector:
     """Holds the loaded detectors; the ingress resolves `?model=` against `catalog()`."""
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, batch: ServeBatch | None = None) -> None:
         self._registered = RegisteredModels(tracking_uri, "detection")
+        configure_batching(self._detect_batch, batch)
 
     def catalog(self) -> Catalog:
         return self._registered.catalog()
@@ -98,7 +131,7 @@ class Detector:
     def reload(self) -> Catalog:
         return self._registered.load()
 
-    def detect(
+    async def detect(
         self,
         pixels: np.ndarray,
         version: str,
@@ -106,7 +139,39 @@ class Detector:
         scale: float = 1.0,
         original_size: tuple[int, int] | None = None,
     ) -> list[Detection]:
-        loaded = self._registered.get(version)
-        return detect_objects(
-            loaded.model, pixels, loaded.class_names, score_threshold, scale, original_size
+        return await call_batched(
+            self._detect_batch, pixels, version, score_threshold, scale, original_size
         )
+
+    @serve.batch(
+        max_batch_size=DEFAULT_BATCH.max_batch_size,
+        batch_wait_timeout_s=DEFAULT_BATCH.batch_wait_timeout_s,
+    )
+    async def _detect_batch(
+        self,
+        pixels: list[np.ndarray],
+        versions: list[str],
+        thresholds: list[float],
+        scales: list[float],
+        sizes: list[tuple[int, int] | None],
+    ) -> list[list[Detection] | Exception]:
+        """One forward pass per model version in the batch (failures: each_or_error)."""
+        results: list[list[Detection] | Exception] = [[] for _ in pixels]
+        for version, indices in indices_by(versions).items():
+            loaded = self._registered.get(version)
+            run = partial(run_detector, loaded.model)
+            outputs = each_or_error(run, [pixels[i] for i in indices])
+            for index, output in zip(indices, outputs, strict=True):
+                results[index] = (
+                    output
+                    if isinstance(output, Exception)
+                    else detections(
+                        output,
+                        pixels[index].shape[:2],
+                        loaded.class_names,
+                        thresholds[index],
+                        scales[index],
+                        sizes[index],
+                    )
+                )
+        return results

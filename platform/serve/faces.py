@@ -7,6 +7,8 @@ are embedded and searched (mean distance to a person's templates, or min, as the
 stored with the model. The gallery is one SQLite file under `serve.gallery_path`, so an
 enrollment is seen by the very next query and survives restarts. When a different champion
 is loaded (at start or `reload()`), every stored template image is re-embedded with it first.
+Query faces (identify, verify against a person) are embedded in dynamic batches
+(`@serve.batch`, sizes from params `serve.batch`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,20 @@ import torch
 from ray import serve
 from torch import nn
 
+from sightline.config import ServeBatch
 from sightline.data.identity import face_from_array
 from sightline.gallery.store import (
     Gallery,
     GalleryError,
     ModelVersionMismatch,
     UnknownIdentityError,
+)
+from sightline.serve.capacity import (
+    DEFAULT_BATCH,
+    call_batched,
+    configure_batching,
+    each_or_error,
+    indices_by,
 )
 from sightline.serve.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from sightline.serve.faces_routes import UNKNOWN, face_pixels
@@ -114,8 +125,11 @@ class Champion:
 class Faces:
     """Enroll, identify, verify and delete against the gallery with the champion embedder."""
 
-    def __init__(self, tracking_uri: str, gallery_dir: str) -> None:
+    def __init__(
+        self, tracking_uri: str, gallery_dir: str, batch: ServeBatch | None = None
+    ) -> None:
         self._registered = RegisteredModels(tracking_uri, "identification")
+        configure_batching(self._embed_queries, batch)
         self._gallery = Gallery(gallery_file(gallery_dir))
         self._switching = threading.Lock()
         self._synced: str | None = None
@@ -182,10 +196,29 @@ class Faces:
             "templates": templates,
         }
 
-    def identify(self, image: np.ndarray) -> dict[str, Any]:
+    async def _embed_query(self, champion: Champion, image: np.ndarray) -> np.ndarray:
+        return await call_batched(self._embed_queries, image, champion.card.version)
+
+    @serve.batch(
+        max_batch_size=DEFAULT_BATCH.max_batch_size,
+        batch_wait_timeout_s=DEFAULT_BATCH.batch_wait_timeout_s,
+    )
+    async def _embed_queries(
+        self, images: list[np.ndarray], versions: list[str]
+    ) -> list[np.ndarray | Exception]:
+        """One forward pass per model version in the batch (failures: each_or_error)."""
+        results: list[np.ndarray | Exception] = [np.empty(0) for _ in images]
+        for version, indices in indices_by(versions).items():
+            run = partial(embed_faces, self._registered.get(version).model)
+            embedded = each_or_error(run, [images[i] for i in indices])
+            for index, embedding in zip(indices, embedded, strict=True):
+                results[index] = embedding
+        return results
+
+    async def identify(self, image: np.ndarray) -> dict[str, Any]:
         champion = self._champion()
         match = self._gallery.identify(
-            champion.embed([image])[0], champion.gamma, champion.rule, k=CANDIDATES
+            await self._embed_query(champion, image), champion.gamma, champion.rule, k=CANDIDATES
         )
         return {
             "model": champion.ref(),
@@ -208,12 +241,11 @@ class Faces:
             "gamma": champion.gamma,
         }
 
-    def verify_identity(self, identity: str, image: np.ndarray) -> dict[str, Any]:
+    async def verify_identity(self, identity: str, image: np.ndarray) -> dict[str, Any]:
         champion = self._champion()
+        query = await self._embed_query(champion, image)
         try:
-            result = self._gallery.verify(
-                identity, champion.embed([image])[0], champion.gamma, champion.rule
-            )
+            result = self._gallery.verify(identity, query, champion.gamma, champion.rule)
         except UnknownIdentityError as exc:
             raise NotFound("unknown_identity", str(exc)) from None
         return {

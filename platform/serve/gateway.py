@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sightline.config import Settings
 from sightline.serve.auth import require_token
+from sightline.serve.capacity import refusing_when_full
 from sightline.serve.console import MLFLOW_UI_URL_ENV, add_console
 from sightline.serve.errors import add_error_handlers
 from sightline.serve.faces_routes import add_faces_routes
@@ -44,7 +45,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "image larger than the byte or pixel limit",
         415: "not an image, or an unsupported content type",
         422: "invalid query parameter",
-        503: "no champion model is registered yet",
+        503: "no champion model is registered yet; or at capacity (see Retry-After)",
     }.items()
 }
 
@@ -156,9 +157,10 @@ def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandl
         )
         threshold = config.default_score_threshold if score_threshold is None else score_threshold
         pixels, scale = await run_in_threadpool(inference_pixels, image, config.max_inference_side)
-        detections = await detector.detect.remote(
-            pixels, card.version, threshold, scale, (image.width, image.height)
-        )
+        with refusing_when_full():
+            detections = await detector.detect.remote(
+                pixels, card.version, threshold, scale, (image.width, image.height)
+            )
         return DetectResponse(
             model=card.ref(),
             image=ImageSize(width=image.width, height=image.height),
