@@ -1,0 +1,246 @@
+"""The console at /ui in headless Chromium, against the real app on loopback (Ray Serve, an
+MLflow store made here): every page loads without console errors, an image upload draws boxes
+that the score slider re-filters without a new request, a .sor upload draws the trace with its
+events and KeyEvents, enroll then identify finds the person, a bad upload shows the API's own
+message. With SIGHTLINE_UPDATE_SCREENSHOTS=1 the pages are saved to docs/ui/*.png.
+
+The models are registered untrained (tiny faster_rcnn, otdr_detector, pixel_template): the
+console is under test, not what the models learned.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from ray import serve
+
+from sightline.config import Serve, Settings
+from sightline.data.otdr import EVENT_TYPES, NUM_CLASSES
+from sightline.data.sor import sor_bytes
+from sightline.data.synth.otdr import simulate_trace
+from sightline.data.synth.params import SynthOTDR
+from sightline.models.registry import build_model
+from sightline.serve.app import run
+from sightline.track.registry import log_model, register
+from sightline.track.runs import experiment_id
+from sightline.workloads import workload_for
+from tests.conftest import REPO_ROOT, own_store
+from tests.integration.browser import (
+    chromium,
+    console_errors,
+    require_chromium,
+    screenshot,
+    wait_for,
+)
+from tests.integration.serving import free_port
+from tests.unit.test_otdr_models import TINY
+
+pytestmark = pytest.mark.browser
+
+TOKEN = "console-test-token"
+CLASS_NAMES = ["circle", "square", "triangle", "star", "cross"]
+FACE_SIZE = 32
+UPDATE_SCREENSHOTS = os.environ.get("SIGHTLINE_UPDATE_SCREENSHOTS") == "1"
+SHOTS = REPO_ROOT / "docs" / "ui"
+
+
+def _register(group: str, family: str, num_classes: int, params: dict, metadata: dict) -> None:
+    workload = workload_for(group)
+    torch.manual_seed(0)
+    model = build_model(family, num_classes=num_classes, **params)
+    with mlflow.start_run(experiment_id=experiment_id(workload.experiment)):
+        uri = log_model(
+            model, family=family, num_classes=num_classes, model_params=params, metadata=metadata
+        )
+    metric = workload.primary_metric
+    register(uri, workload=workload, family=family, metrics={metric: 0.1}, tags={})
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Iterator[str]:
+    """The app serving one untrained model per task group; yields its base URL."""
+    require_chromium()
+    root = tmp_path_factory.mktemp("console")
+    with own_store(root, TOKEN):
+        _register(
+            "detection",
+            "faster_rcnn",
+            len(CLASS_NAMES) + 1,
+            {"width": 8, "representation_size": 64},
+            {"class_names": CLASS_NAMES, "task": "detect"},
+        )
+        otdr_params = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in TINY["otdr_detector"][1].items()
+        }
+        _register(
+            "otdr",
+            "otdr_detector",
+            NUM_CLASSES,
+            otdr_params,
+            {"class_names": list(EVENT_TYPES), "task": "events1d"},
+        )
+        _register(
+            "identification",
+            "pixel_template",
+            0,
+            {"image_size": FACE_SIZE, "channels": 3},
+            {"task": "embed", "gamma": 0.5, "rule": "mean"},
+        )
+        port = free_port()
+        settings = Settings(serve=Serve(port=port, gallery_path=str(root / "gallery")))
+        run(settings, blocking=False)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while httpx.get(f"{base}/healthz", timeout=30).json()["models_loaded"] < 3:
+                assert time.monotonic() < deadline, "the app did not load the three models"
+                time.sleep(0.5)
+            yield base
+        finally:
+            serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(console: str) -> Iterator:
+    with chromium() as driver:
+        yield driver
+
+
+def open_page(driver, base: str, page: str) -> None:
+    driver.get(f"{base}/ui/#{page}")
+    wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"), "no load")
+    assert console_errors(driver) == []
+
+
+def image_file(folder: Path, name: str, seed: int, size: tuple[int, int] = (160, 120)) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path = folder / name
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_every_page_loads_without_console_errors(browser, console: str) -> None:
+    for page in ("detect", "otdr", "faces", "models"):
+        open_page(browser, console, page)
+        assert browser.find_element("id", f"page-{page}").is_displayed()
+    wait_for(
+        browser, lambda d: len(d.find_elements("css selector", "#models-table tr")) == 4, "models"
+    )
+    text = browser.find_element("id", "models-table").text
+    assert {"faster_rcnn", "otdr_detector", "pixel_template"} <= set(text.split())
+    assert "★ champion" in text
+    screenshot(browser, SHOTS / "models.png", UPDATE_SCREENSHOTS)
+
+
+def test_detect_draws_boxes_that_the_slider_filters(browser, console: str, tmp_path: Path) -> None:
+    open_page(browser, console, "detect")
+    options = [o.text for o in browser.find_elements("css selector", "#detect-model option")]
+    assert options[0].startswith("★ champion: faster_rcnn")
+    browser.find_element("id", "detect-files").send_keys(str(image_file(tmp_path, "a.png", 1)))
+    canvas = wait_for(
+        browser, lambda d: d.find_elements("css selector", "canvas.detections"), "nothing drawn"
+    )[0]
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == (160, 120)
+
+    def drawn_at(value: float) -> int:
+        browser.execute_script(
+            "const s = document.getElementById('detect-threshold'); s.value = arguments[0];"
+            "s.dispatchEvent(new Event('input'));",
+            value,
+        )
+        return int(canvas.get_attribute("data-drawn-boxes"))
+
+    everything = drawn_at(0.0)
+    assert everything > 0 and drawn_at(1.0) < everything
+    assert drawn_at(0.0) == everything  # re-filtered from the same answer, no new request
+    meta = browser.find_element("css selector", ".result .meta").text
+    assert "faster_rcnn v1" in meta and " ms" in meta
+    screenshot(browser, SHOTS / "detect.png", UPDATE_SCREENSHOTS)
+    assert console_errors(browser) == []
+
+
+def test_a_bad_upload_shows_the_apis_message(browser, console: str, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image")
+    expected = httpx.post(
+        f"{console}/v1/detect?score_threshold=0", files={"image": ("notes.png", bad.read_bytes())}
+    ).json()["error"]
+    open_page(browser, console, "detect")
+    browser.find_element("id", "detect-files").send_keys(str(bad))
+    error = wait_for(
+        browser,
+        lambda d: d.find_element("id", "detect-error").text or None,
+        "no error shown",
+    )
+    assert expected["code"] in error and expected["message"] in error
+    # The browser logs the refused request itself; nothing else went wrong on the page.
+    assert all("status of 4" in message for message in console_errors(browser))
+
+
+def test_a_sor_upload_draws_the_trace_and_its_events(browser, console: str, tmp_path: Path) -> None:
+    trace = simulate_trace(np.random.default_rng(3), SynthOTDR(num_samples=(1024, 1024)), "t")
+    sor = tmp_path / "link.sor"
+    sor.write_bytes(sor_bytes(trace))
+    expected = httpx.post(
+        f"{console}/v1/otdr/events?score_threshold=0.5",
+        files={"file": ("link.sor", sor.read_bytes())},
+    ).json()
+    assert expected["key_events"] and "samples_db" not in expected["trace"]
+    open_page(browser, console, "otdr")
+    browser.find_element("id", "otdr-file").send_keys(str(sor))
+    plot = browser.find_element("id", "otdr-plot")
+    wait_for(browser, lambda d: plot.get_attribute("data-drawn-samples"), "no trace drawn")
+    assert int(plot.get_attribute("data-drawn-samples")) == expected["trace"]["num_samples"]
+    assert int(plot.get_attribute("data-drawn-events")) == len(expected["events"])
+    event_rows = browser.find_elements("css selector", "#otdr-events tr")
+    key_rows = browser.find_elements("css selector", "#otdr-key-events tr")
+    assert len(event_rows) == len(expected["events"]) + 1
+    assert len(key_rows) == len(expected["key_events"]) + 1
+    screenshot(browser, SHOTS / "otdr.png", UPDATE_SCREENSHOTS)
+    assert console_errors(browser) == []
+
+
+def test_enroll_then_identify_finds_the_person(browser, console: str, tmp_path: Path) -> None:
+    ada = [image_file(tmp_path, f"ada{i}.png", 10, (FACE_SIZE, FACE_SIZE)) for i in range(2)]
+    stranger = image_file(tmp_path, "stranger.png", 99, (FACE_SIZE, FACE_SIZE))
+    open_page(browser, console, "faces")
+    token = browser.find_element("id", "token")
+    token.send_keys(TOKEN)
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", token)
+    assert TOKEN not in browser.current_url
+    enroll = browser.find_element("id", "enroll-form")
+    enroll.find_element("name", "identity").send_keys("Ada Lovelace")
+    enroll.find_element("name", "image").send_keys("\n".join(str(p) for p in ada))
+    enroll.find_element("css selector", "button[type=submit]").click()
+    wait_for(
+        browser,
+        lambda d: "enrolled Ada Lovelace" in d.find_element("id", "faces-result").text,
+        "enroll",
+    )
+
+    def identify(path: Path) -> str:
+        form = browser.find_element("id", "identify-form")
+        form.find_element("name", "image").send_keys(str(path))
+        browser.execute_script("document.getElementById('faces-result').replaceChildren()")
+        form.find_element("css selector", "button[type=submit]").click()
+        answer = wait_for(
+            browser,
+            lambda d: d.find_elements("css selector", "#faces-answer [data-identity]"),
+            "identify",
+        )[0]
+        return answer.get_attribute("data-identity")
+
+    assert identify(ada[0]) == "Ada Lovelace"
+    screenshot(browser, SHOTS / "faces.png", UPDATE_SCREENSHOTS)
+    assert identify(stranger) == "unknown"
+    assert "γ 0.500" in browser.find_element("id", "faces-result").text
+    assert console_errors(browser) == []
