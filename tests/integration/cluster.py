@@ -152,6 +152,8 @@ class LocalCluster:
 
     def add_worker(self, name: str, num_cpus: int = 1) -> None:
         _retried(lambda: self._add_worker(name, num_cpus))
+        if (self.root / "cluster.json").exists():
+            self.save()  # `down` from another process stops the new node too
 
     def _add_worker(self, name: str, num_cpus: int) -> None:
         self._ray_start(name, [
@@ -222,6 +224,8 @@ class LocalCluster:
         ])  # fmt: skip
         self.mlflow_uri = f"http://127.0.0.1:{port}"
         _wait_for("mlflow server", lambda: _http_ok(f"{self.mlflow_uri}/health"), log=log)
+        if (self.root / "cluster.json").exists():
+            self.save()  # a restart: `down` from another process stops the new server
 
     # --- the whole thing ------------------------------------------------------------------
 
