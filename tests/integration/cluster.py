@@ -124,13 +124,16 @@ class LocalCluster:
             "RAY_AUTH_MODE": "disabled",
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
-        log = self._spawn(name, common + args, env)
+        log = self.root / "logs" / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0  # a restarted node appends
+        self._spawn(name, common + args, env)
         process = self.processes[name]
 
         def started() -> bool:
+            text = log.read_bytes()[offset:].decode(errors="replace")
             if process.poll() is not None:
-                raise NodeStartFailed(log.read_text()[-2000:])
-            return "Ray runtime started." in log.read_text()
+                raise NodeStartFailed(text[-2000:])
+            return "Ray runtime started." in text
 
         _wait_for(f"ray node {name}", started, log=log)
 
