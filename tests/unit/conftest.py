@@ -92,3 +92,13 @@ def voc_root(tmp_path: Path, write_image: Any) -> Path:
     (root / "ImageSets" / "Main" / "train.txt").write_text("img1\nimg2\n\n")
     (root / "ImageSets" / "Main" / "val.txt").write_text("img3\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def inprocess_api(tmp_path_factory: pytest.TempPathFactory):
+    """The whole HTTP API in one process over real task code and a registry of untrained
+    models (tests/unit/serving_app.py), shared by the bad-input and fuzz tests."""
+    from tests.unit.serving_app import registered_api
+
+    with registered_api(tmp_path_factory.mktemp("inprocess-api")) as api:
+        yield api
