@@ -51,7 +51,17 @@ from sightline.workloads import workload_for
 
 REPEATS = 2
 EVAL_BATCH = 4  # images per forward, as sightline.evaluate.coco.predict batches them
-SECTIONS = ("data", "forward", "backward", "step")
+READING = """\
+How to read it: the batches are what grows with the data, and there our loop matches the
+bare loop within noise (no DDP wrapper at 1 worker; a small Ray-queue progress event per batch).
+The fixed cost per `fit()` is Ray Train's own: starting its controller and worker group, the
+worker building dataset and model, persisting the epoch's checkpoint to the run's storage,
+tearing the group down (this run does not split it further, and it swings with the machine's
+load). It is paid once per training (once per step of a multi-step schedule), so it dominates
+one-epoch trainings like these and Tune trials, and fades as epochs grow. Two workers are bounded
+by the free cores as well as by the all-reduce: at the load above, two free cores were not there.
+The breakdown is the last bare repeat.
+"""
 
 
 @dataclass
@@ -336,6 +346,7 @@ def section(m: Measured) -> str:
     ]
     for name, seconds in m.bare_timings.parts.items():
         lines.append(f"| {name} | {seconds:.3f} | {100 * part_shares[name]:.1f} % |")
+    lines += ["", READING.strip()]
     eval_ratio = ratio(m.eval_bare_s, m.eval_ours_s)
     eval_fig_ratio = ratio(m.eval_bare_s, m.eval_ours_figures_s)
     lines += [
