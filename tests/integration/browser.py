@@ -29,7 +29,7 @@ FLAGS = (
     "--disable-sync",
     "--window-size=1400,1000",
 )
-WAIT_S = 30.0
+WAIT_S = 90.0  # generous: the pages are slow on a loaded 2-core machine, never a timed assertion
 
 
 def require_chromium() -> None:
@@ -60,9 +60,17 @@ def chromium() -> Iterator[Any]:
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], message: str) -> Any:
     """Wait until `condition(driver)` is truthy (React/JS pages render after load)."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S).until(condition, message)
+    # A re-render between finding an element and reading it is retried, not a failure.
+    waiting = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+    try:
+        return waiting.until(condition, message)
+    except TimeoutException:
+        shot = Path(tempfile.gettempdir()) / "sightline-browser-timeout.png"
+        driver.save_screenshot(str(shot))
+        raise AssertionError(f"{message} (at {driver.current_url}; screenshot {shot})") from None
 
 
 def console_errors(driver: Any) -> list[str]:

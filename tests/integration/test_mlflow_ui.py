@@ -118,9 +118,16 @@ def test_experiment_opens_on_training_runs_with_their_dataset(mlflow_ui) -> None
             lambda d: "Dataset" in {h.text.strip() for h in d.find_elements(*COLUMN_HEADERS)},
             "the runs table has no Dataset column",
         )
-        rows = _run_rows(driver)
-        for family in ("ssd", "yolo"):
-            assert f"data/detection ({DVC_HASH})" in rows[family], rows[family]
+        dataset = f"data/detection ({DVC_HASH})"
+        rows = wait_for(
+            driver,
+            lambda d: (
+                (rows := _run_rows(d))
+                and all(dataset in rows.get(family, "") for family in ("ssd", "yolo"))
+                and rows
+            ),
+            "the Dataset column does not show the training runs' DVC dataset",
+        )
         assert "bench-detectors" in rows  # every run is there without a filter
 
         only_training = urllib.parse.quote("tags.kind = 'training'")
