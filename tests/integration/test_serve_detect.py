@@ -151,6 +151,8 @@ def test_models_lists_the_champion_and_each_family(api) -> None:
         "task": "detect",
         "class_names": CLASS_NAMES,
         "champion": True,
+        "metrics": {"map": 0.3},  # as registered (the version's metric.* tags)
+        "run_id": None,  # registered without a run_id tag here
     }
 
 
