@@ -30,7 +30,6 @@ from sightline.artifacts import (
     save_trained,
 )
 from sightline.models.registry import family as lookup_family
-from sightline.track import pyfunc_model
 
 CHAMPION = "champion"
 # Requirements written into the MLmodel: stated, so MLflow does not spend a minute inferring them.
@@ -100,6 +99,9 @@ def log_model(
 
     `metadata`: task, class_names, category_ids and the values calibrated after training (γ).
     """
+    # Imported here: defining its PythonModel makes MLflow warn about type hints.
+    from sightline.track import pyfunc_model
+
     extras = {k: v for k, v in metadata.items() if k not in {"task", "class_names", "category_ids"}}
     record = ModelRecord(
         family=family,
@@ -237,6 +239,9 @@ def load_version(name: str, alias_or_version: str = CHAMPION) -> LoadedModel:
 def load_model_dir(directory: Path) -> tuple[nn.Module, ModelRecord]:
     """A downloaded MLflow model directory -> the rebuilt module and its record, reading only
     plain files (the MLmodel YAML, the record JSON, the safetensors weights)."""
+    # Imported here: defining its PythonModel makes MLflow warn about type hints.
+    from sightline.track import pyfunc_model
+
     refuse_pickles(directory)
     mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
     artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
