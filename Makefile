@@ -30,15 +30,15 @@ data: install
 DEMO_TARGETS := bench_detectors bench_otdr bench_identification
 
 # Quiet: one line per stage and per epoch, libraries' logs in logs/<stage>.log;
-# `make demo VERBOSE=1` prints them all.
+# `make demo VERBOSE=1` prints them all. `sightline repro` starts one Ray for every stage.
 demo: export SIGHTLINE_VERBOSE = $(VERBOSE)
 demo: data
-	$(BIN)/dvc repro $(DEMO_TARGETS)
+	$(BIN)/sightline repro $(DEMO_TARGETS)
 	$(BIN)/sightline summary
 
 # Ray Tune searches over params.yaml tune.families (after the demo; minutes per family).
 tune: install
-	$(BIN)/dvc repro tuning
+	$(BIN)/sightline repro tuning
 
 # Headless Chromium + chromedriver for the browser tests (Debian packages; no browser download).
 # Installed when missing and when root; otherwise those tests skip and say why.
