@@ -6,6 +6,7 @@ Benchmarks run as scripts (`python bench/<name>.py`), so this module is imported
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 from collections.abc import Mapping
@@ -24,6 +25,13 @@ def train_throughput(run_id: str, metric: str = "train_images_per_s") -> float:
     """Mean over the training epochs logged in the family's MLflow run (NaN if none)."""
     history = MlflowClient().get_metric_history(run_id, metric)
     return statistics.fmean(m.value for m in history) if history else float("nan")
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes (`--params`), described by its docstring's first line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--params", default=None)
+    return parser
 
 
 def replace_section(path: Path, key: str, text: str) -> str:

@@ -16,7 +16,6 @@ to read; absolute milliseconds depend on the machine and its load (printed).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 import torch
-from common import publish
+from common import arguments, publish
 from matplotlib import pyplot as plt
 from pycocotools.coco import COCO
 from torch import nn
@@ -334,8 +333,7 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None)
+    parser = arguments(__doc__)
     args = parser.parse_args(argv)
     settings = load_settings(args.params)
     torch.set_num_threads(1)

@@ -14,7 +14,6 @@ the same inputs in one process, interleaved (A, B, A, B), so the ratio is what t
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import publish, replace_section
+from common import arguments, publish, replace_section
 from faster_coco_eval import COCO as FastCOCO
 from faster_coco_eval import COCOeval_faster
 from pycocotools import mask as mask_utils
@@ -286,8 +285,7 @@ def section(timings: list[Timing]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None)
+    parser = arguments(__doc__)
     args = parser.parse_args(argv)
     settings = load_settings(args.params)
     timings = [measure(case) for case in all_cases()]

@@ -15,7 +15,6 @@ Ray is started locally by this script and shut down at its end.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from typing import Any
 
 import ray
 import torch
-from common import publish, replace_section
+from common import arguments, publish, replace_section
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from pycocotools.coco import COCO
@@ -372,8 +371,7 @@ def section(m: Measured) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None)
+    parser = arguments(__doc__)
     parser.add_argument("--family", default="yolo")
     parser.add_argument("--images", type=int, default=96, help="synthetic train images")
     args = parser.parse_args(argv)
