@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install browser demo tune data test test-unit lint serve clean postgres cluster-up cluster-down
+.PHONY: install browser demo tune data test test-cluster test-unit lint serve clean postgres cluster-up cluster-down
 
 # The environment, rebuilt when pyproject.toml or constraints.txt change. --no-compile: pip would
 # byte-compile all ~21k .py files of the stack (~1 min of one core); Python compiles the modules
@@ -50,8 +50,12 @@ browser:
 	  else echo "chromium/chromedriver missing (not root or no apt-get): browser tests will skip"; fi; \
 	fi
 
-test: install browser postgres
-	$(BIN)/python -m pytest
+# The multi-node cluster tests (`cluster` marker) take minutes each: `make test-cluster`.
+test: install browser
+	$(BIN)/python -m pytest -m "not cluster"
+
+test-cluster: install postgres
+	$(BIN)/python -m pytest -m cluster
 
 # PostgreSQL for the cluster tests' MLflow server (Debian's package; the tests start a throwaway
 # server in a temp dir). Installed when missing and we are root; else the cluster tests skip.

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -70,6 +71,15 @@ def _http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _let_others_traverse(folder: Path) -> None:
+    """PostgreSQL runs as `postgres`, which must pass through every folder above its data dir;
+    pytest's temp folders are 0700 (root only). Adds search (x) permission, not listing."""
+    for path in [folder, *folder.resolve().parents]:
+        mode = path.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            path.chmod(mode | stat.S_IXOTH)
 
 
 @dataclass
@@ -199,6 +209,7 @@ class LocalCluster:
         # PostgreSQL refuses to run as root: as root, the cluster belongs to `postgres`.
         as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if as_user:
+            _let_others_traverse(self.root)
             shutil.chown(self.root / "pg", "postgres")
             shutil.chown(sockets, "postgres")
         port = free_port()

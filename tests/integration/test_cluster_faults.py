@@ -19,7 +19,7 @@ from tests.integration.cluster import LocalCluster, local_cluster  # noqa: F401 
 from tests.integration.test_cluster_training import cluster_train_params
 from tests.integration.tiny import tiny_params, write_params
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 EPOCHS = 5
 
 

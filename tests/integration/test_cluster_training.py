@@ -20,7 +20,7 @@ from tests.integration import test_identification
 from tests.integration.cluster import LocalCluster, local_cluster  # noqa: F401 (fixture)
 from tests.integration.tiny import tiny_params, write_params
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 
 def run_stages(cluster: LocalCluster, params: Path, family: str, stages: list[str]) -> None:
