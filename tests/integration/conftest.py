@@ -25,3 +25,18 @@ def ray_cluster() -> Iterator[str]:
     os.environ["RAY_ADDRESS"] = address
     yield address
     ray.shutdown()
+
+
+@pytest.fixture()
+def another_ray_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second Ray instance on this host (its own head, 1 CPU) for the test's duration: with
+    it up, anything that looked its cluster up by auto-detection would find two. Yields its
+    address."""
+    from tests.integration.cluster import LocalCluster
+
+    other = LocalCluster(root=tmp_path_factory.mktemp("other-ray"))
+    other.start_ray_head(num_cpus=1)
+    try:
+        yield other.ray_address
+    finally:
+        other.down()

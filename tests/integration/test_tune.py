@@ -83,10 +83,16 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
     assert str(champion.version) == held.version
 
 
-def test_trials_stopped_early_free_their_workers_for_the_next(tmp_path, ray_cluster) -> None:
+def test_trials_stopped_early_free_their_workers_for_the_next(
+    tmp_path, ray_cluster, another_ray_instance
+) -> None:
     """Every trial's Ray Train workers take the whole cluster's CPUs (at most 2): a trial driver
     that held a share of a CPU, or a trial stopped by ASHA that kept its workers' placement group,
-    would leave the next trial unplaceable, and it would fail after one 60 s wait."""
+    would leave the next trial unplaceable, and it would fail after one 60 s wait. It runs while
+    another Ray instance is up on the host: Train v2's placement-group cleaner used to find
+    "multiple active Ray instances" by auto-detection and never free the stopped trial's group
+    (sightline.cluster pins every worker to its own cluster's address)."""
+    assert another_ray_instance != ray_cluster
     import ray
 
     workers = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
