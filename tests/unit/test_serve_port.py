@@ -92,12 +92,17 @@ def test_a_port_held_by_a_sightline_app_says_so_and_how_to_reload(
     assert "a Sightline app (3 models loaded)" in message and "/v1/admin/reload" in message
 
 
-def test_run_refuses_before_starting_ray(plain_listener: int) -> None:
-    import ray
+def test_run_refuses_before_starting_ray(
+    plain_listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another test may have started this process's Ray already, so watch the call itself.
+    from sightline.serve import app as serve_app
 
+    ray_starts: list[object] = []
+    monkeypatch.setattr(serve_app, "ensure_ray", lambda address: ray_starts.append(address))
     with pytest.raises(PortInUse):
         run(Settings(serve=Serve(port=plain_listener)), blocking=False)
-    assert not ray.is_initialized()
+    assert ray_starts == []
 
 
 def test_sightline_serve_exits_1_with_the_reason(plain_listener: int, tmp_path: Path) -> None:
