@@ -97,7 +97,7 @@ def measure(settings: Settings, family: str, faces: list[np.ndarray]) -> Row | N
     metrics["embed_ms_per_face"] = statistics.median(
         timed_ms(lambda: embed_faces(model, [next(embed)]), len(faces))
     )
-    metrics["gamma"] = float(record.extras.get("gamma", float("nan")))
+    metrics["gamma"] = float("nan") if record.extras.gamma is None else record.extras.gamma
     metrics["train_images_per_s"] = train_throughput(record.run_id)
     return Row(family, metrics, sum(p.numel() for p in model.parameters()))
 

@@ -32,6 +32,34 @@ class UnsafeModelFile(ValueError):
     """A model file that is not plain tensors + JSON (e.g. a pickle, which could run code)."""
 
 
+class PostHocReport(BaseModel):
+    """What R-CNN's stage 2 saw (sightline.train.post_hoc)."""
+
+    region_features: str  # the cached features' file, inside the model's folder
+    cached_regions: int
+    svm_hinge_loss: float
+    svm_positives: list[int]  # per class
+    svm_negatives: list[int]
+    regression_rows: list[int]
+
+
+class ModelExtras(BaseModel):
+    """Values calibrated after training and versioned with the weights; each group sets its own
+    (a workload's `after_training`). Stored in model.json and flat in the MLflow metadata."""
+
+    # identification: the distance threshold γ for target_far on validation pairs, by `rule`
+    gamma: float | None = None
+    target_far: float | None = None
+    rule: str | None = None
+    val_tar_at_gamma: float | None = None
+    # detection families with a stage 2 (R-CNN)
+    post_hoc: PostHocReport | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """The values that are set, as JSON-ready metadata."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class ModelRecord(BaseModel):
     family: str
     task: str
@@ -42,8 +70,7 @@ class ModelRecord(BaseModel):
     run_id: str
     model_uri: str
     tags: dict[str, str]
-    # Values calibrated after training and versioned with the weights (e.g. the γ threshold).
-    extras: dict[str, Any] = {}
+    extras: ModelExtras = ModelExtras()
 
 
 def model_dir(settings: Settings, family: str) -> Path:

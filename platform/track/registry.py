@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from torch import nn
 
 from sightline.artifacts import (
+    ModelExtras,
     ModelRecord,
     UnsafeModelFile,
     load_trained,
@@ -102,7 +103,9 @@ def log_model(
     # Imported here: defining its PythonModel makes MLflow warn about type hints.
     from sightline.track import pyfunc_model
 
-    extras = {k: v for k, v in metadata.items() if k not in {"task", "class_names", "category_ids"}}
+    extras = ModelExtras.model_validate(
+        {k: v for k, v in metadata.items() if k not in {"task", "class_names", "category_ids"}}
+    )
     record = ModelRecord(
         family=family,
         task=metadata.get("task") or lookup_family(family).task,
@@ -231,7 +234,7 @@ def load_version(name: str, alias_or_version: str = CHAMPION) -> LoadedModel:
             "task": record.task,
             "class_names": record.class_names,
             "category_ids": record.category_ids,
-            **record.extras,
+            **record.extras.metadata(),
         },
     )
 

@@ -106,12 +106,12 @@ def train_and_log(
         model_uri="",
         tags=tags,
     )
-    record.extras = dict(group.after_training(settings, model, record))
+    record.extras = group.after_training(settings, model, record)
     metadata = {
         "task": fam.task,
         "class_names": data.class_names,
         "category_ids": data.category_ids,
-        **record.extras,
+        **record.extras.metadata(),
     }
     with resume_run(run_id):
         record.model_uri = log_model(

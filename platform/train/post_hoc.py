@@ -9,12 +9,11 @@ regressors are then fitted from that cache (models/rcnn.py `fit_svms_and_regress
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 
-from sightline.artifacts import model_dir, proposals_path
+from sightline.artifacts import PostHocReport, model_dir, proposals_path
 from sightline.config import Settings
 from sightline.data.detection import load_task_split, task_dataset
 from sightline.data.proposals import DatasetWithProposals, load_proposals
@@ -37,7 +36,7 @@ def cache_region_features(settings: Settings, model: RCNN, task: str, cache: Pat
     return cache
 
 
-def fit_post_hoc(settings: Settings, model: RCNN, family: str, task: str) -> dict[str, Any]:
+def fit_post_hoc(settings: Settings, model: RCNN, family: str, task: str) -> PostHocReport:
     """Cache the training regions' features, fit SVMs + box regressors from the cache; returns
     what stage 2 saw (stored with the model)."""
     cache = model_dir(settings, family) / FEATURES_FILE
@@ -48,11 +47,11 @@ def fit_post_hoc(settings: Settings, model: RCNN, family: str, task: str) -> dic
         f"R-CNN stage 2: {len(rows['features'])} cached regions; SVM hinge loss "
         f"{report.hinge_loss:.4f}; positives per class {report.positives}"
     )
-    return {
-        "region_features": FEATURES_FILE,
-        "cached_regions": len(rows["features"]),
-        "svm_hinge_loss": report.hinge_loss,
-        "svm_positives": report.positives,
-        "svm_negatives": report.negatives,
-        "regression_rows": report.regression_rows,
-    }
+    return PostHocReport(
+        region_features=FEATURES_FILE,
+        cached_regions=len(rows["features"]),
+        svm_hinge_loss=report.hinge_loss,
+        svm_positives=report.positives,
+        svm_negatives=report.negatives,
+        regression_rows=report.regression_rows,
+    )

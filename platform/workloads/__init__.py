@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sightline.artifacts import ModelExtras
 from sightline.config import FamilyGroup, Settings, Train
 from sightline.data.sources import DataSection
 from sightline.models.registry import Task
@@ -105,9 +106,9 @@ class Workload(ABC):
 
     def after_training(
         self, settings: Settings, model: nn.Module, record: ModelRecord
-    ) -> dict[str, Any]:
+    ) -> ModelExtras:
         """Values stored with the model (model.json `extras`, MLflow metadata), e.g. γ."""
-        return {}
+        return ModelExtras()
 
     def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
         """What the metrics were measured on: versions are compared only within one scope."""

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from sightline.artifacts import ModelRecord, proposals_for
+from sightline.artifacts import ModelExtras, ModelRecord, proposals_for
 from sightline.config import Settings, SettingsError
 from sightline.data.detection import DetectionSplit, load_task_split
 from sightline.data.sources import DetectionData
@@ -110,12 +110,12 @@ class DetectionWorkload(Workload):
 
     def after_training(
         self, settings: Settings, model: nn.Module, record: ModelRecord
-    ) -> dict[str, Any]:
+    ) -> ModelExtras:
         if not lookup_family(record.family).post_hoc:
-            return {}
+            return ModelExtras()
         from sightline.train.post_hoc import fit_post_hoc
 
-        return {"post_hoc": fit_post_hoc(settings, model, record.family, record.task)}
+        return ModelExtras(post_hoc=fit_post_hoc(settings, model, record.family, record.task))
 
     def evaluate(
         self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool

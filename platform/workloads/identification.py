@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sightline.artifacts import ModelRecord
+from sightline.artifacts import ModelExtras, ModelRecord
 from sightline.config import Settings, SettingsError
 from sightline.data.identity import (
     SPLIT_NAMES,
@@ -244,19 +244,19 @@ class IdentificationWorkload(Workload):
 
     def after_training(
         self, settings: Settings, model: nn.Module, record: ModelRecord
-    ) -> dict[str, Any]:
+    ) -> ModelExtras:
         """γ for `identification.target_far` on every pair of validation images."""
         records, splits = identity_splits(settings)
         embeddings, labels = _embed(settings, model, splits.records(records, "val"))
         genuine, impostor = pair_distances_of_people(embeddings, labels, settings.seed)
         target = settings.identification.target_far
         threshold = calibrate_gamma(genuine, impostor, target)
-        return {
-            "gamma": threshold.gamma,
-            "target_far": target,
-            "rule": settings.identification.rule,
-            "val_tar_at_gamma": threshold.tar,
-        }
+        return ModelExtras(
+            gamma=threshold.gamma,
+            target_far=target,
+            rule=settings.identification.rule,
+            val_tar_at_gamma=threshold.tar,
+        )
 
     def evaluate(
         self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
@@ -277,7 +277,7 @@ class IdentificationWorkload(Workload):
             "tar_at_far_1e-2": tar_at_far(genuine, impostor, 1e-2),
             "tar_at_far_1e-3": tar_at_far(genuine, impostor, 1e-3),
         }
-        gamma = record.extras.get("gamma")
+        gamma = record.extras.gamma
         if gamma is not None:  # how the γ stored with the model does on people it never saw
             metrics["far_at_gamma"] = float(np.mean(impostor < gamma))
             metrics["tar_at_gamma"] = float(np.mean(genuine < gamma))

@@ -58,8 +58,8 @@ def test_family_trains_on_ray_and_is_evaluated(
     assert outcome.metrics["loss"] > 0
     if FAMILIES[family].post_hoc:  # R-CNN stage 2: SVMs + regressors from cached features
         report = fit_post_hoc(tiny_settings, outcome.model, family, task)
-        cache = model_dir(tiny_settings, family) / report["region_features"]
-        assert cache.is_file() and report["cached_regions"] > len(split)
+        cache = model_dir(tiny_settings, family) / report.region_features
+        assert cache.is_file() and report.cached_regions > len(split)
         assert outcome.model.is_fitted
 
     val = load_task_split(tiny_settings.detection_data, "val", tiny_settings.project_root, task)

@@ -109,6 +109,7 @@ def test_gamma_is_calibrated_on_validation_pairs(faces_root: Path) -> None:
     workload = workload_for("identification")
     model = build_model("pixel_template", 1, image_size=32, channels=3).eval()
     extras = workload.after_training(settings, model, record_for(settings, "pixel_template"))
+    extras = extras.metadata()
     assert set(extras) == {"gamma", "target_far", "rule", "val_tar_at_gamma"}
     assert extras["target_far"] == 0.05 and extras["rule"] == "mean"
     assert 0 < extras["gamma"] < 2  # embeddings are L2-normalised: distances lie in [0, 2]
