@@ -17,3 +17,12 @@ class UnknownIdentityError(LookupError):
     def __init__(self, identity: str) -> None:
         super().__init__(f"identity {identity!r} is not enrolled")
         self.identity = identity
+
+
+class UnknownTemplateError(LookupError):
+    """The identity holds no template at that position."""
+
+    def __init__(self, identity: str, position: int) -> None:
+        super().__init__(f"identity {identity!r} has no template {position}")
+        self.identity = identity
+        self.position = position

@@ -163,6 +163,24 @@ class GalleryStorage:
         ).fetchall()
         return [decode_png(blob) for (blob,) in rows]
 
+    def enrolled_at(self, identity_id: int) -> tuple[float, list[float]]:
+        """When the identity was created, and when each of its templates was added (in order)."""
+        (created,) = self._db.execute(
+            "SELECT created_at FROM identities WHERE id = ?", (identity_id,)
+        ).fetchone()
+        rows = self._db.execute(
+            "SELECT created_at FROM templates WHERE identity_id = ? ORDER BY id", (identity_id,)
+        ).fetchall()
+        return float(created), [float(t) for (t,) in rows]
+
+    def template_png(self, identity_id: int, position: int) -> bytes | None:
+        """The PNG of the identity's template at `position` (0 = enrolled first), if any."""
+        row = self._db.execute(
+            "SELECT image_png FROM templates WHERE identity_id = ? ORDER BY id LIMIT 1 OFFSET ?",
+            (identity_id, position),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
     def images(self, template_ids: list[int]) -> list[tuple[int, np.ndarray]]:
         """(template id, image) of those of `template_ids` that still exist."""
         placeholders = ",".join("?" * len(template_ids))

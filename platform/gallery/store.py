@@ -31,7 +31,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from sightline.gallery.errors import GalleryError, ModelVersionMismatch, UnknownIdentityError
+from sightline.gallery.errors import (
+    GalleryError,
+    ModelVersionMismatch,
+    UnknownIdentityError,
+    UnknownTemplateError,
+)
 from sightline.gallery.index import TemplateIndex
 from sightline.gallery.ranking import RULES, Rule, accepted, check_rule
 from sightline.gallery.storage import GalleryStorage, ImageLike, encode_png
@@ -44,8 +49,10 @@ __all__ = [
     "ImageLike",
     "Match",
     "ModelVersionMismatch",
+    "Person",
     "Rule",
     "UnknownIdentityError",
+    "UnknownTemplateError",
     "Verification",
 ]
 
@@ -73,6 +80,13 @@ class Verification:
     distance: float
     gamma: float
     rule: str
+
+
+@dataclass(frozen=True)
+class Person:
+    identity: str
+    enrolled_at: float  # epoch seconds
+    template_times: list[float]  # when each template was added, in enrollment order
 
 
 class Gallery:
@@ -154,6 +168,23 @@ class Gallery:
         with self._lock:
             self._sync()
             return self._storage.images_of_identity(self._identity_id(identity))
+
+    def person(self, identity: str) -> Person:
+        """When `identity` was enrolled and when each of its templates was added."""
+        with self._lock:
+            self._sync()
+            enrolled_at, template_times = self._storage.enrolled_at(self._identity_id(identity))
+        return Person(identity, enrolled_at, template_times)
+
+    def template_png(self, identity: str, position: int) -> bytes:
+        """The stored PNG of `identity`'s template at `position` (0 = enrolled first)."""
+        with self._lock:
+            self._sync()
+            identity_id = self._identity_id(identity)
+            png = None if position < 0 else self._storage.template_png(identity_id, position)
+        if png is None:
+            raise UnknownTemplateError(identity, position)
+        return png
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from sightline.gallery.store import (
     GalleryError,
     ModelVersionMismatch,
     UnknownIdentityError,
+    UnknownTemplateError,
 )
 from sightline.serve.capacity import (
     DEFAULT_BATCH,
@@ -262,6 +263,25 @@ class Faces:
         except UnknownIdentityError as exc:
             raise NotFound("unknown_identity", str(exc)) from None
         return {"identity": identity, "removed": removed}
+
+    def person(self, identity: str) -> dict[str, Any]:
+        try:
+            person = self._gallery.person(identity)
+        except UnknownIdentityError as exc:
+            raise NotFound("unknown_identity", str(exc)) from None
+        return {
+            "identity": identity,
+            "enrolled_at": person.enrolled_at,
+            "template_times": person.template_times,
+        }
+
+    def template_png(self, identity: str, position: int) -> bytes:
+        try:
+            return self._gallery.template_png(identity, position)
+        except UnknownIdentityError as exc:
+            raise NotFound("unknown_identity", str(exc)) from None
+        except UnknownTemplateError as exc:
+            raise NotFound("unknown_template", str(exc)) from None
 
     def close(self) -> None:
         self._gallery.close()

@@ -5,6 +5,8 @@
     POST   /v1/faces/verify      two images -> same person or not; or identity + one image
     GET    /v1/faces             how many people and templates are enrolled, with which model
     DELETE /v1/faces/{identity}  forget a person and their templates (bearer token)
+    GET    /v1/faces/people/{identity}                  when enrolled, templates (bearer token)
+    GET    /v1/faces/people/{identity}/templates/{n}.jpg  a template as a small JPEG (token)
 
 Distances are L2 between the champion embedder's normalised embeddings; a face is accepted
 when the distance is below γ, the threshold calibrated with the model for its target false
@@ -15,10 +17,14 @@ colour, any size), shrunk to TEMPLATE_MAX_SIDE and passed as pixels to the Faces
 
 from __future__ import annotations
 
+import io
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
+from PIL import Image
 from pydantic import BaseModel, Field
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
@@ -45,6 +51,7 @@ MAX_ENROLL_IMAGES = 20
 # Templates are stored at most this large (the embedders take 32-128 px faces); the stored
 # image is what a future champion re-embeds, so it is kept larger than today's model input.
 TEMPLATE_MAX_SIDE = 256
+THUMBNAIL_MAX_SIDE = 96  # what /v1/faces/people/.../templates/{n}.jpg serves
 ENROLL_HOW = (
     f"send multipart/form-data with a text field {IDENTITY_FIELD!r} and one or more file "
     f"fields {IMAGE_FIELD!r}"
@@ -94,6 +101,22 @@ class VerifyResponse(BaseModel):
 class DeleteResponse(BaseModel):
     identity: str
     removed: int = Field(description="templates removed")
+
+
+class TemplateThumbnail(BaseModel):
+    position: int = Field(description="0 for the template enrolled first")
+    enrolled_at: datetime
+    url: str = Field(
+        description=f"the template as a JPEG of at most {THUMBNAIL_MAX_SIDE} px a side "
+        "(the same bearer token)"
+    )
+
+
+class PersonResponse(BaseModel):
+    identity: str
+    enrolled_at: datetime = Field(description="when the identity's first template was enrolled")
+    templates: int = Field(description="templates the identity holds")
+    thumbnails: list[TemplateThumbnail] = Field(description="one per template, enrollment order")
 
 
 class GalleryInfo(BaseModel):
@@ -205,6 +228,24 @@ def face_pixels(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     return inference_pixels(image, TEMPLATE_MAX_SIDE)[0]
 
 
+def thumbnail_jpeg(png: bytes) -> bytes:
+    """A stored template (PNG, grey or colour) as a JPEG of at most THUMBNAIL_MAX_SIDE px."""
+    with Image.open(io.BytesIO(png)) as image:
+        small = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
+    small.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def person_path(identity: str) -> str:
+    return f"/v1/faces/people/{quote(identity, safe='')}"
+
+
+def _utc(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
+
+
 def add_faces_routes(api: FastAPI, config: Any, faces: DeploymentHandle) -> None:
     """Add the /v1/faces routes; `config` is the gateway's ApiConfig, `faces` a handle to the
     Faces deployment."""
@@ -270,6 +311,49 @@ def add_faces_routes(api: FastAPI, config: Any, faces: DeploymentHandle) -> None
     async def gallery() -> GalleryInfo:
         """How many people and templates are enrolled, and which model embedded them."""
         return GalleryInfo(**await call(faces.gallery_info))
+
+    # Before the person route: an identity may hold "/", so "{identity:path}" alone would
+    # swallow ".../templates/0.jpg".
+    @api.get(
+        "/v1/faces/people/{identity:path}/templates/{position:int}.jpg",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "the template, as a JPEG"},
+            **TOKEN_ERRORS,
+            **_errors(s404="the identity is not enrolled, or holds no template at `position`"),
+        },
+        dependencies=[Depends(require_token)],
+    )
+    async def template_thumbnail(identity: str, position: int) -> Response:
+        """One enrolled template of a person, shrunk to a thumbnail (face images: token only,
+        never cached)."""
+        png = await call(faces.template_png, identity, position)
+        jpeg = await run_in_threadpool(thumbnail_jpeg, png)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @api.get(
+        "/v1/faces/people/{identity:path}",
+        response_model=PersonResponse,
+        responses={**TOKEN_ERRORS, **_errors(s404="the identity is not enrolled")},
+        dependencies=[Depends(require_token)],
+    )
+    async def person(identity: str) -> PersonResponse:
+        """An enrolled person: when enrolled, how many templates, and a thumbnail URL for each."""
+        found = await call(faces.person, identity)
+        times = found["template_times"]
+        return PersonResponse(
+            identity=identity,
+            enrolled_at=_utc(found["enrolled_at"]),
+            templates=len(times),
+            thumbnails=[
+                TemplateThumbnail(
+                    position=position,
+                    enrolled_at=_utc(added),
+                    url=f"{person_path(identity)}/templates/{position}.jpg",
+                )
+                for position, added in enumerate(times)
+            ],
+        )
 
     @api.delete(
         "/v1/faces/{identity:path}",

@@ -242,3 +242,39 @@ def test_enrollments_survive_a_restart_and_a_new_champion_reembeds_them(
     seen = identify(client, png(face(1, noise=3)))
     assert seen["identity"] == "alice" and seen["gamma"] == 0.25
     assert seen["model"]["version"] == "2"
+
+
+def test_a_person_shows_their_templates_as_thumbnails(api: TestClient) -> None:
+    big = face(1, (200, 240))
+    name = "Ada / Lovelace"  # a "/" in the name: the thumbnail URLs still reach her
+    assert enroll(api, name, png(big), png(face(1, (30, 30), noise=4), "L")).status_code == 200
+    response = api.get(f"/v1/faces/people/{name}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    person = response.json()
+    assert person["identity"] == name and person["templates"] == 2
+    thumbnails = person["thumbnails"]
+    assert [t["position"] for t in thumbnails] == [0, 1]
+    assert person["enrolled_at"] == thumbnails[0]["enrolled_at"]
+    assert thumbnails[0]["url"] == "/v1/faces/people/Ada%20%2F%20Lovelace/templates/0.jpg"
+    sizes = []
+    for thumbnail in thumbnails:
+        image = api.get(thumbnail["url"], headers=AUTH)
+        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+        assert image.headers["cache-control"] == "no-store"
+        sizes.append(Image.open(io.BytesIO(image.content)).size)
+    # Stored at most TEMPLATE_MAX_SIDE (200 x 240 -> 213 x 256), served at most 96 a side.
+    assert sizes == [(80, 96), (30, 30)]
+
+
+def test_unknown_people_and_templates_are_404_and_faces_need_the_token(api: TestClient) -> None:
+    assert enroll(api, "bob", png(face(2))).status_code == 200
+    assert error_code(api.get("/v1/faces/people/zed", headers=AUTH), 404) == "unknown_identity"
+    missing = api.get("/v1/faces/people/zed/templates/0.jpg", headers=AUTH)
+    assert error_code(missing, 404) == "unknown_identity"
+    beyond = api.get("/v1/faces/people/bob/templates/1.jpg", headers=AUTH)
+    assert error_code(beyond, 404) == "unknown_template"
+    assert "'bob' has no template 1" in beyond.json()["error"]["message"]
+    negative = api.get("/v1/faces/people/bob/templates/-1.jpg", headers=AUTH)
+    assert error_code(negative, 404) == "unknown_identity"  # "bob/templates/-1.jpg" is nobody
+    assert error_code(api.get("/v1/faces/people/bob"), 401) == "missing_token"
+    assert error_code(api.get("/v1/faces/people/bob/templates/0.jpg"), 401) == "missing_token"
