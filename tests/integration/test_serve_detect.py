@@ -22,18 +22,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from ray import serve
 
 from sightline.config import Serve, Settings
 from sightline.models.registry import build_model
-from sightline.serve.app import run
 from sightline.serve.registered import RETRY_LOAD_AFTER_S
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
 from sightline.workloads import workload_for
 from tests.api import assert_error
 from tests.conftest import own_store
-from tests.integration.serving import free_port
+from tests.integration.serving import free_port, served_app
 
 CLASS_NAMES = ["circle", "square", "triangle", "star", "cross"]
 MAX_UPLOAD_BYTES = 2_000_000
@@ -107,12 +105,8 @@ def client(ray_cluster: str, store: Path) -> Iterator[httpx.Client]:
     port = free_port()
     settings = Settings(serve=Serve(port=port, max_upload_bytes=MAX_UPLOAD_BYTES))
     assert settings.tracking_uri.endswith(str(store / "mlflow.db"))
-    run(settings, blocking=False)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            yield http
-    finally:
-        serve.shutdown()
+    with served_app(settings) as http:
+        yield http
 
 
 def wait_for_models(client: httpx.Client, count: int) -> None:
