@@ -149,7 +149,9 @@ class Proposals(Strict):
 
 
 class Train(Strict):
-    num_workers: int = 2
+    # Ray Train workers (DDP). 0: Ray Train's local mode, the same loop in the calling process
+    # with no worker actors (a quick check or a debugger session; no fault tolerance).
+    num_workers: int = Field(2, ge=0)
     use_gpu: bool | Literal["auto"] = "auto"
     epochs: int = 8
     batch_size: int = 4

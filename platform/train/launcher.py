@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from torch import nn
@@ -28,7 +29,10 @@ class TrainOutcome:
 
 
 def scaling_for(job: TrainJob) -> ScalingConfig:
-    """num_workers from params; use_gpu 'auto' means: yes if the cluster has a GPU per worker."""
+    """num_workers from params; use_gpu 'auto' means: yes if the cluster has a GPU per worker.
+    Local mode (0 workers) trains on this process's own device (sightline.train.loop)."""
+    if job.train.num_workers == 0:
+        return ScalingConfig(num_workers=0)
     use_gpu = job.train.use_gpu
     if use_gpu == "auto":
         use_gpu = gpus_available() >= job.train.num_workers
@@ -86,10 +90,16 @@ def _fit_once(
     job = job.model_copy(update={"model_params": build_params})
     step = build_params.get("training_step")
     label = job.family if step is None else f"{job.family} step {step}"
+    run_dir = Path(storage_uri(job)) / name  # local mode only: Ray Train keeps no checkpoints
     with shown_progress(label) as progress:  # per-batch progress from rank 0
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"job": job, "group": group, "progress": progress},
+            train_loop_config={
+                "job": job,
+                "group": group,
+                "progress": progress,
+                "local_run_dir": str(run_dir) if job.train.num_workers == 0 else None,
+            },
             scaling_config=scaling_for(job),
             run_config=RunConfig(
                 name=name,
@@ -102,7 +112,11 @@ def _fit_once(
                 callbacks=list(callbacks),
             ),
         )
-        result = trainer.fit()
+        threads = torch.get_num_threads()
+        try:
+            result = trainer.fit()
+        finally:
+            torch.set_num_threads(threads)  # local mode ran the loop (and its thread count) here
     if result.checkpoint is None:
         raise RuntimeError(f"training {job.family} produced no checkpoint")
     # The model as evaluated and served: built without any schedule step.

@@ -12,6 +12,8 @@ import os
 import pickle
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,20 @@ def _mean_across_workers(sums: dict[str, float], count: int) -> dict[str, float]
         dist.all_reduce(packed)
     total = max(1.0, packed[-1].item())
     return {n: packed[i].item() / total for i, n in enumerate(names)}
+
+
+@contextmanager
+def _checkpoint_folder(local_run_dir: str | None, epoch: int) -> Iterator[str]:
+    """Where an epoch's checkpoint is written before it is reported: a temporary folder that
+    Ray Train copies into its storage; in local mode, which copies nothing, the run's own
+    folder in that storage."""
+    if local_run_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+        return
+    folder = Path(local_run_dir) / f"checkpoint_{epoch:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    yield str(folder)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -176,7 +192,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics.update(validation_metrics(job, unwrap(model), group))
 
         report_checkpoint = None
-        with tempfile.TemporaryDirectory() as tmp:
+        with _checkpoint_folder(config.get("local_run_dir"), epoch) as tmp:
             if rank == 0:
                 torch.save(
                     {

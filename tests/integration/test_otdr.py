@@ -1,9 +1,9 @@
 """OTDR end to end on real components: the trace dataset validated, both families (window
-classifier, 1-D detector) trained tiny through the one Ray Train loop, evaluated and
-registered in a temp MLflow store by the pipeline stages, benchmarked, then served by Ray Serve
-on loopback: a .sor file built here goes through POST /v1/otdr/events over real HTTP, bad
-uploads get 4xx JSON errors and the next good upload is still answered. `sightline otdr detect`
-runs the registered champion on the same file.
+classifier, 1-D detector) trained tiny through the one training loop (Ray Train's local mode),
+evaluated and registered in a temp MLflow store by the pipeline stages, benchmarked, then
+served by Ray Serve on loopback: a .sor file built here goes through POST /v1/otdr/events over
+real HTTP, bad uploads get 4xx JSON errors and the next good upload is still answered.
+`sightline otdr detect` runs the registered champion on the same file.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def write_project(root: Path, port: int) -> Path:
         "otdr_data": {"root": "data/otdr"},
         "otdr": {
             "families": FAMILIES,
-            "train": {"epochs": 2, "num_workers": 1, "batch_size": 4, "warmup_iters": 1},
+            # Ray Train local mode (the loop in this process): these tests are about the stages.
+            "train": {"epochs": 2, "num_workers": 0, "batch_size": 4, "warmup_iters": 1},
         },
         "models": {f: {k: list(v) if isinstance(v, tuple) else v for k, v in TINY[f][1].items()}
                    for f in FAMILIES},
