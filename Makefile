@@ -52,7 +52,7 @@ browser:
 
 # The multi-node cluster tests (`cluster` marker) take minutes each: `make test-cluster`.
 test: install browser
-	$(BIN)/python -m pytest -m "not cluster"
+	$(BIN)/python -m pytest -m "not cluster" --durations=25
 
 test-cluster: install postgres
 	$(BIN)/python -m pytest -m cluster
