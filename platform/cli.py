@@ -169,18 +169,147 @@ def repro(
     raise typer.Exit(code)
 
 
+TargetsOption = Annotated[
+    list[str] | None,
+    typer.Option("--targets", help="DVC stages to retrain (repeatable; default: all)"),
+]
+ServeUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--serve-url",
+        help="the serving app to reload when a champion moves (default: $SIGHTLINE_SERVE_URL)",
+    ),
+]
+NoPushOption = Annotated[bool, typer.Option("--no-push", help="do not `dvc push` the outputs")]
+SubmitOption = Annotated[
+    bool, typer.Option("--submit", help="run it on the Ray cluster through the Ray Jobs API")
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="the Ray Jobs API for --submit, e.g. http://HEAD:8265 "
+        "(default: $RAY_JOB_ADDRESS, else $RAY_ADDRESS)"
+    ),
+]
+JobPythonOption = Annotated[
+    str,
+    typer.Option(
+        "--python",
+        envvar="SIGHTLINE_JOB_PYTHON",
+        help="the Python the submitted job runs on the cluster (with Sightline installed)",
+    ),
+]
+
+
+@app.command()
+def retrain(
+    targets: TargetsOption = None,
+    serve_url: ServeUrlOption = None,
+    no_push: NoPushOption = False,
+    no_commit: Annotated[
+        bool, typer.Option("--no-commit", help="do not `git commit` dvc.lock and the metrics")
+    ] = False,
+    submit: SubmitOption = False,
+    address: AddressOption = None,
+    python: JobPythonOption = "python",
+    tag: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE tag for the summary run (repeatable)")
+    ] = None,
+    params: ParamsOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Retrain as one job: dvc pull -> validate -> dvc repro (a no-op when data and params did
+    not change) -> register -> reload the server -> dvc push -> git commit dvc.lock, then a
+    summary (MLflow run, kind=retrain; reports/retrain/<time>.json). Exit code != 0 names the
+    step that failed."""
+    from sightline.retrain.job import RetrainJob, RetrainOptions
+
+    settings = _settings(params)
+    pairs = [item.partition("=") for item in tag or []]
+    if any(not key or not sep for key, sep, _ in pairs):
+        error(f"--tag takes KEY=VALUE, got {tag}")
+        raise typer.Exit(2)
+    options = RetrainOptions(
+        targets=list(targets or []),
+        serve_url=serve_url,
+        push=not no_push,
+        commit=not no_commit,
+        verbose=verbose,
+        tags={key: value for key, _, value in pairs},
+    )
+    log = lambda line: console.print(escape(line), soft_wrap=True, highlight=False)  # noqa: E731
+    if submit:
+        from sightline.retrain.submit import SubmitError
+        from sightline.retrain.submit import submit as submit_job
+
+        try:
+            raise typer.Exit(submit_job(settings, options, address, python, log))
+        except SubmitError as exc:
+            error(str(exc))
+            raise typer.Exit(2) from None
+    report = RetrainJob(settings, options, log).run()
+    console.print(f"summary: {escape(str(report.report_path))}", soft_wrap=True, highlight=False)
+    if report.status != "ok":
+        error(report.error or f"step {report.failed_step} failed")
+        raise typer.Exit(1)
+
+
+@app.command()
+def schedule(
+    cron: Annotated[str, typer.Option(help='a crontab line\'s five time fields, e.g. "0 2 * * *"')],
+    submit: SubmitOption = False,
+    address: AddressOption = None,
+    targets: TargetsOption = None,
+    serve_url: ServeUrlOption = None,
+    no_push: NoPushOption = False,
+    once_now: Annotated[
+        bool, typer.Option("--once-now", help="run one tick now and exit with its outcome")
+    ] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Run `sightline retrain` (or --submit it) at every cron time, never two at once; one line
+    per tick on the console and in logs/schedule.log."""
+    from sightline.retrain.schedule import ScheduleError, run_schedule
+
+    settings = _settings(params)
+    args = [arg for target in targets or [] for arg in ("--targets", target)]
+    args += ["--serve-url", serve_url] if serve_url else []
+    args += ["--no-push"] if no_push else []
+    args += ["--submit"] if submit else []
+    args += ["--address", address] if address else []
+    args += ["--params", str(params)] if params else []
+    try:
+        code = run_schedule(
+            cron,
+            settings.project_root.resolve(),
+            args,
+            settings.path("logs") / "schedule.log",
+            once_now=once_now,
+        )
+    except ScheduleError as exc:
+        error(str(exc))
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
 @app.command()
 def bench(
     name: Annotated[
-        str, typer.Argument(help="a script in bench/: detectors, otdr, identification, tuning")
+        str,
+        typer.Argument(help="a script in bench/: detectors, otdr, serving, tuning..."),
     ],
     params: ParamsOption = None,
 ) -> None:
     """Run a benchmark from bench/ (results in docs/benchmarks/<name>.md and MLflow)."""
     settings = _settings(params)
     script = settings.path("bench") / f"{name}.py"
-    # bench/common.py holds the scripts' shared helpers; it is not a benchmark.
-    known = sorted(p.stem for p in script.parent.glob("*.py") if p.stem != "common")
+    # bench/common.py holds the scripts' shared helpers, *_locustfile.py locust's users: they
+    # are not benchmarks.
+    known = sorted(
+        p.stem
+        for p in script.parent.glob("*.py")
+        if p.stem != "common" and not p.stem.endswith("_locustfile")
+    )
     if name not in known:
         error(f"no benchmark {name!r}; have {known}")
         raise typer.Exit(2)
