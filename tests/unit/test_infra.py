@@ -34,11 +34,26 @@ def test_versions_match_the_installed_stack() -> None:
     assert mlflow_image.endswith(f":v{version('mlflow')}")
 
 
-def test_retraining_runs_the_dvc_pipeline_against_the_ray_cluster() -> None:
+def test_scheduled_retraining_runs_sightline_retrain_never_two_at_once() -> None:
     (cron,) = _documents()["kuberay/retrain-cronjob.yaml"]
+    assert cron["kind"] == "CronJob" and cron["spec"]["concurrencyPolicy"] == "Forbid"
     container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert "dvc repro" in container["args"][0]
-    assert {e["name"] for e in container["env"]} >= {"RAY_ADDRESS"}
+    script = " ".join([*container["command"], *container["args"]])
+    steps = [step.strip() for step in container["args"][0].split("&&")]
+    assert "sightline retrain" in steps, steps
+    # The job's own steps (pull, repro, push) are `sightline retrain`'s, never run beside it.
+    assert not any(step.startswith("dvc ") for step in steps), steps
+    assert steps.index("sightline retrain") < steps.index("git push origin HEAD")
+    assert {e["name"] for e in container["env"]} >= {"RAY_ADDRESS", "SIGHTLINE_SERVE_URL"}
+    assert "sightline-api" in {ref["secretRef"]["name"] for ref in container["envFrom"]
+                               if "secretRef" in ref}  # fmt: skip
+    assert script.startswith("/bin/sh -c")
+
+
+def test_no_other_infra_file_retrains_with_raw_dvc_commands() -> None:
+    for path in INFRA.rglob("*"):
+        if path.is_file() and path.name != "retrain-cronjob.yaml":
+            assert "dvc repro" not in path.read_text(), path
 
 
 def test_image_installs_the_pinned_constraints() -> None:
