@@ -46,16 +46,14 @@ def status(root: Path) -> dict:
     return json.loads(dvc(root, "status", "--json", *STAGES) or "{}")
 
 
-@pytest.fixture
-def committed_project(tmp_path: Path) -> Path:
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO_ROOT / name, tmp_path / name)
-    dvc(tmp_path, "init", "--no-scm", "-q")
-    with Repo(str(tmp_path)) as repo:
+def commit_placeholders(root: Path, stage_names: tuple[str, ...]) -> None:
+    """A placeholder for every dependency and output of the stages that does not exist yet,
+    then `dvc commit` of their lock entries: DVC then calls them up to date."""
+    with Repo(str(root)) as repo:
         chosen = [
             stage
             for stage in repo.index.stages
-            if isinstance(stage, PipelineStage) and stage.name in STAGES
+            if isinstance(stage, PipelineStage) and stage.name in stage_names
         ]
         paths = {
             item.def_path
@@ -63,15 +61,25 @@ def committed_project(tmp_path: Path) -> Path:
             for item in [*stage.deps, *stage.outs]
             if not isinstance(item, ParamsDependency)
         }
-    assert len(chosen) == len(STAGES), [stage.name for stage in chosen]
+    assert len(chosen) == len(stage_names), [stage.name for stage in chosen]
     for path in sorted(paths):
-        target = tmp_path / path
+        target = root / path
+        if target.exists():
+            continue
         if any(other.startswith(f"{path}/") for other in paths):
             target.mkdir(parents=True, exist_ok=True)  # it holds another placeholder
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(f"placeholder for {path}\n")
-    dvc(tmp_path, "commit", "--force", "--quiet", *STAGES)
+    dvc(root, "commit", "--force", "--quiet", *stage_names)
+
+
+@pytest.fixture
+def committed_project(tmp_path: Path) -> Path:
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    dvc(tmp_path, "init", "--no-scm", "-q")
+    commit_placeholders(tmp_path, STAGES)
     return tmp_path
 
 
