@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -18,6 +19,8 @@ from fastapi import Depends, FastAPI, Query, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sightline.config import Settings
 from sightline.serve.auth import require_token
@@ -86,6 +89,7 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
     )
     api.state.api_token = config.api_token
     add_error_handlers(api)
+    api.add_middleware(ServerTiming)
 
     async def all_models() -> Models:
         groups = list(handles)
@@ -122,6 +126,29 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
         add_otdr_routes(api, config, handles["otdr"])
     add_console(api, config.mlflow_ui_url)
     return api
+
+
+class ServerTiming:
+    """Adds `Server-Timing: app;dur=<ms>` to every answer: the time this FastAPI app took,
+    task deployment calls included. A client's round trip minus it is what Serve's proxy,
+    HTTP and the routing to this replica cost (bench/serving.py measures that overhead)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={elapsed_ms:.3f}")
+            await send(message)
+
+        await self.app(scope, receive, send_timed)
 
 
 def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandle) -> None:
@@ -168,7 +195,18 @@ def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandl
         )
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_constructor_retry_count=2)
+# The ingress is async and light: its own limit (Serve's default is 5 in flight) must not be
+# what bounds the load, or requests queue in the proxy, unbounded, and never reach the task
+# deployments, whose queue limits answer 503 + Retry-After (capacity.py) and whose batches
+# fill from many requests at once.
+INGRESS_MAX_ONGOING_REQUESTS = 1000
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25},
+    max_constructor_retry_count=2,
+    max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
+)
 @serve.ingress()
 class Gateway:
     """The HTTP ingress. The FastAPI app is built in the replica (`__serve_build_asgi_app__`)

@@ -227,6 +227,8 @@ def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving(api) -> No
 def test_openapi_docs_are_served(api) -> None:
     assert api.get("/docs").status_code == 200
     spec = api.get("/openapi.json").json()
+    timing = api.get("/healthz").headers["Server-Timing"]  # what bench/serving.py reads
+    assert timing.startswith("app;dur=") and float(timing.removeprefix("app;dur=")) >= 0
     assert {"/healthz", "/v1/models", "/v1/detect"} <= set(spec["paths"])
 
 
