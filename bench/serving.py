@@ -1,0 +1,339 @@
+"""Benchmark: the Serve app under load from locust (headless, loopback). Writes the "load"
+section of docs/benchmarks/serving.md and an MLflow run.
+
+    python bench/serving.py [--params params.yaml] [--seconds 15] [--people 100000]
+    sightline bench serving
+
+For /v1/detect, /v1/otdr/events and /v1/faces/identify with the champion of each task:
+throughput and p50/p95/p99 at 1, 4, 16 and 64 concurrent clients, with batching on (params
+`serve.batch`) and off (max_batch_size 1), and the error and 503 counts; Serve's overhead
+(the client's round trip minus the app's own time, from its Server-Timing header, in the same
+requests); then identify latency with `--people` enrolled: as many as `--seconds` allow
+through POST /v1/faces/enroll, the rest in one gallery transaction (Gallery.enroll_many, as
+`sightline enroll` writes) with random embeddings.
+
+Champions: the project's MLflow store when it has one for every task (after `make demo`),
+else untrained stand-ins of the demo profile's architectures (faster_rcnn, otdr_detector,
+triplet at params.yaml's sizes) in a temporary store: speed does not depend on training,
+except for how many boxes survive the score threshold. Ray is started locally (or joined via
+RAY_ADDRESS) and Serve is shut down at the end; the gallery is a temporary one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import ray
+import torch
+from common import arguments, publish, replace_section
+from mlflow import MlflowClient
+from PIL import Image
+from ray import serve
+
+from sightline.config import ServeBatch, Settings, load_settings
+from sightline.data.otdr import EVENT_TYPES
+from sightline.data.synth.detection import CATEGORIES
+from sightline.gallery.store import Gallery
+from sightline.models import build_model
+from sightline.serve.app import run
+from sightline.serve.faces import gallery_file
+from sightline.track.registry import log_model, register
+from sightline.track.runs import experiment_id
+from sightline.workloads import workload_for
+
+CONCURRENCY = (1, 4, 16, 64)
+ROUTES = {"detect": "/v1/detect", "otdr": "/v1/otdr/events", "identify": "/v1/faces/identify"}
+GROUPS = ("detection", "otdr", "identification")
+STAND_INS = {"detection": "faster_rcnn", "otdr": "otdr_detector", "identification": "triplet"}
+LOCUSTFILE = Path(__file__).with_name("serving_locustfile.py")
+TOKEN = "bench-serving-token"
+
+
+@dataclass
+class Cell:
+    route: str
+    batching: str
+    users: int
+    seconds: float
+    samples: list[tuple[int, float, float | None]]
+
+    def ok_ms(self) -> np.ndarray:
+        return np.array([rt for status, rt, _ in self.samples if status == 200])
+
+    def count(self, status: int) -> int:
+        return sum(1 for s, _, _ in self.samples if s == status)
+
+    def overhead_ms(self) -> np.ndarray:
+        return np.array([rt - app for s, rt, app in self.samples if s == 200 and app is not None])
+
+    def row(self) -> str:
+        ok = self.ok_ms()
+        p50, p95, p99 = np.percentile(ok, [50, 95, 99]) if ok.size else [float("nan")] * 3
+        errors = sum(1 for s, _, _ in self.samples if s != 200 and s != 503)
+        return (
+            f"| {self.route} | {self.batching} | {self.users} | {ok.size / self.seconds:.1f} | "
+            f"{p50:.0f} | {p95:.0f} | {p99:.0f} | {len(self.samples)} | {errors} | "
+            f"{self.count(503)} |"
+        )
+
+
+def register_stand_ins(settings: Settings, artifacts: Path) -> None:
+    """Untrained champions at the params' sizes, one per task group."""
+    detection_names = [c["name"] for c in CATEGORIES]
+    embedder = {"task": "embed", "gamma": 1.0, "rule": "mean", "target_far": 0.01}
+    specs = {  # group -> (num_classes, metadata, primary metric)
+        "detection": (len(detection_names) + 1, {"task": "detect", "class_names": detection_names},
+                      "map"),
+        "otdr": (len(EVENT_TYPES) + 1, {"task": "events1d", "class_names": list(EVENT_TYPES)},
+                 "map_50"),
+        "identification": (1, embedder, "dir_at_far_1e-2"),
+    }  # fmt: skip
+    for group, family in STAND_INS.items():
+        num_classes, metadata, metric = specs[group]
+        params = settings.models.get(family, {})
+        torch.manual_seed(0)
+        model = build_model(family, num_classes, **params)
+        workload = workload_for(group)
+        with mlflow.start_run(experiment_id=experiment_id(workload.experiment, artifacts)):
+            uri = log_model(model, family=family, num_classes=num_classes, model_params=params,
+                            metadata=metadata)  # fmt: skip
+        register(uri, workload=workload, family=family, metrics={metric: 0.5}, tags={},
+                 eval_scope="test" if group == "identification" else "")  # fmt: skip
+
+
+def has_champions(tracking_uri: str) -> bool:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for group in GROUPS:
+        try:
+            client.get_model_version_by_alias(workload_for(group).registered_model, "champion")
+        except mlflow.exceptions.MlflowException:
+            return False
+    return True
+
+
+def write_payloads(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+
+    def png(height: int, width: int) -> bytes:
+        buffer = io.BytesIO()
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "detect.png").write_bytes(png(128, 128))
+    (folder / "face.png").write_bytes(png(64, 64))
+    samples = np.linspace(0, -10, 2000) + rng.normal(0, 0.05, 2000)
+    (folder / "trace.json").write_text(
+        json.dumps({"samples": samples.tolist(), "resolution_m": 1.0})
+    )
+
+
+def load(url: str, route: str, users: int, seconds: int, work: Path) -> list:
+    """One locust run; the per-request samples it recorded."""
+    out = work / f"{route}-{users}-{time.monotonic_ns()}.json"
+    env = {
+        **os.environ,
+        "SIGHTLINE_BENCH_ROUTE": route,
+        "SIGHTLINE_BENCH_PAYLOADS": str(work / "payloads"),
+        "SIGHTLINE_BENCH_OUT": str(out),
+        "SIGHTLINE_API_TOKEN": TOKEN,
+    }
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "-H", url,
+               "--only-summary", "--loglevel", "ERROR", "--exit-code-on-error", "0"]  # fmt: skip
+    subprocess.run(command, env=env, check=True, timeout=seconds + 120, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+@contextmanager
+def app(settings: Settings, batch: ServeBatch) -> Iterator[str]:
+    served = settings.model_copy(deep=True)
+    served.serve.batch = batch
+    run(served, blocking=False)
+    try:
+        yield f"http://127.0.0.1:{served.serve.port}"
+    finally:
+        serve.shutdown()
+
+
+def warm_up(url: str, work: Path) -> None:
+    for route in ROUTES:
+        load(url, route, 1, 3, work)
+
+
+def fill_gallery(gallery_dir: Path, people: int) -> int:
+    """Enroll up to `people` in all (random unit embeddings, one 16x16 template each) in one
+    transaction; returns how many were added."""
+    with Gallery(gallery_file(gallery_dir)) as gallery:
+        missing = people - gallery.identity_count
+        dim, version = gallery.embedding_dim, gallery.model_version
+        rng = np.random.default_rng(1)
+        template = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        entries = []
+        for index in range(missing):
+            vector = rng.normal(size=(1, dim)).astype(np.float32)
+            entries.append((f"synthetic-{index:06d}", [template], vector / np.linalg.norm(vector)))
+        if entries:
+            gallery.enroll_many(entries, version)
+        return max(missing, 0)
+
+
+def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context: dict) -> str:
+    header = ("| route | batching | clients | ok req/s | p50 ms | p95 ms | p99 ms | requests | "
+              "errors | 503 |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    overhead_rows = []
+    for cell in cells:
+        if cell.batching == "on" and cell.users in (1, 16):
+            values = cell.overhead_ms()
+            p50, p95 = np.percentile(values, [50, 95]) if values.size else (np.nan, np.nan)
+            overhead_rows.append(f"| {cell.route} | {cell.users} | {p50:.1f} | {p95:.1f} |")
+    five_xx = sum(1 for c in cells for s, _, _ in c.samples if s >= 500 and s != 503)
+    refused = sum(c.count(503) for c in cells)
+    at_16 = {(c.route, c.batching): c.ok_ms().size for c in cells if c.users == 16}
+    ratio = {route: at_16[route, "on"] / max(1, at_16[route, "off"]) for route in ROUTES}
+    enrolled = enroll.ok_ms()
+    enroll_rate = enrolled.size / enroll.seconds
+    enroll_p50 = float(np.median(enrolled)) if enrolled.size else float("nan")
+    return f"""## Load
+
+Measured by `sightline bench serving` (`python bench/serving.py`; locust {context["locust"]},
+headless, closed-loop clients without think time, loopback), {context["seconds"]} s per cell,
+one run on {context["when"]}, **{os.cpu_count()} CPU cores shared by the server, the load
+generator and other work** (load average {context["load_before"]} before, {context["load_after"]}
+after): absolute figures are this machine's; compare rows with each other. It took
+{context["minutes"]:.0f} min. Champions: {context["champions"]}. Requests: a 128x128 PNG
+(detect), a 2,000-sample JSON trace (otdr), a 64x64 PNG face (identify), each a raw body.
+Batching "on" is params `serve.batch` (max_batch_size {context["batch"].max_batch_size}, wait
+{context["batch"].batch_wait_timeout_s * 1000:.0f} ms; the detector and embedder batch, the OTDR
+deployment does not); "off" is max_batch_size 1. One replica per task,
+max_ongoing_requests {context["scaling"].max_ongoing_requests}, max_queued_requests
+{context["scaling"].max_queued_requests}: beyond that a request gets 503 + Retry-After at once.
+Latency percentiles are over the 200 answers; "errors" counts other non-200 answers and
+connection failures.
+
+{header}
+{chr(10).join(cell.row() for cell in cells)}
+
+- 5xx other than 503: **{five_xx}**; 503 (queue full, Retry-After): {refused}.
+- Batching at 16 clients, successful requests on / off: detect {ratio["detect"]:.2f}x,
+  identify {ratio["identify"]:.2f}x, otdr (not batched) {ratio["otdr"]:.2f}x. Target >= 2x.
+
+**Serve's overhead**: round trip minus the app's own time (`Server-Timing: app;dur=`, the
+gateway's FastAPI app from request to response start, task calls included), same requests as
+above, batching on. It is what Serve's HTTP proxy, the HTTP exchange on loopback and the
+routing to the ingress replica cost; the hop from the ingress to the task replica is inside
+the app's time. Target <= 5 ms p50.
+
+| route | clients | overhead p50 ms | p95 ms |
+|---|---|---|---|
+{chr(10).join(overhead_rows)}
+
+**Identify with {context["people"]:,} people enrolled** (batching on): {enrolled.size} enrolled
+through `POST /v1/faces/enroll` in {enroll.seconds:.0f} s at {enroll.users} clients
+({enroll_rate:.1f}/s, p50 {enroll_p50:.0f} ms; {context["people"]:,} this way would take
+{context["people"] / max(enroll_rate, 1e-9) / 60:.0f} min here), the other
+{context["filled"]:,} in one gallery transaction with random unit embeddings.
+
+{header}
+{chr(10).join(cell.row() for cell in identify_cells)}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments(__doc__)
+    parser.add_argument("--seconds", type=int, default=15, help="locust run time per cell")
+    parser.add_argument("--people", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    settings = load_settings(args.params)
+
+    started = time.monotonic()
+    load_before = f"{os.getloadavg()[0]:.1f}"
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        work = Path(tmp)
+        write_payloads(work / "payloads")
+        project_uri = tracking_uri = settings.tracking_uri
+        if has_champions(tracking_uri):
+            champions = f"the project store's ({tracking_uri})"
+        else:
+            tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+            mlflow.set_tracking_uri(tracking_uri)
+            register_stand_ins(settings, work / "artifacts")
+            champions = "untrained " + ", ".join(STAND_INS.values()) + " (no demo store here)"
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        os.environ["SIGHTLINE_API_TOKEN"] = TOKEN
+        served = load_settings(args.params)  # re-read: the environment now names the store
+        served.serve.gallery_path = work / "gallery"
+        served.serve.port = free_port()
+        batch_on = settings.serve.batch
+        cells: list[Cell] = []
+        for batching, batch in [("on", batch_on), ("off", ServeBatch(max_batch_size=1))]:
+            with app(served, batch) as url:
+                warm_up(url, work)
+                for route in ROUTES:
+                    for users in CONCURRENCY:
+                        samples = load(url, route, users, args.seconds, work)
+                        cells.append(Cell(route, batching, users, args.seconds, samples))
+                        print(cells[-1].row(), flush=True)
+                if batching == "on":
+                    enroll = Cell("enroll", "on", 4, args.seconds,
+                                  load(url, "enroll", 4, args.seconds, work))  # fmt: skip
+                    filled = fill_gallery(work / "gallery", args.people)
+                    load(url, "identify", 1, 5, work)  # the replica loads the new gallery
+                    identify_cells = []
+                    for users in (1, 16):
+                        samples = load(url, "identify", users, args.seconds, work)
+                        name = f"identify, {args.people:,} people"
+                        identify_cells.append(Cell(name, "on", users, args.seconds, samples))
+                    for cell in identify_cells:
+                        print(cell.row(), flush=True)
+    context = {
+        "locust": version("locust"),  # not imported here: it monkey-patches the process
+        "seconds": args.seconds,
+        "when": time.strftime("%Y-%m-%d"),
+        "load_before": load_before,
+        "load_after": f"{os.getloadavg()[0]:.1f}",
+        "minutes": (time.monotonic() - started) / 60,
+        "champions": champions,
+        "batch": batch_on,
+        "scaling": settings.serve.scaling,
+        "people": args.people,
+        "filled": filled,
+    }
+    serve.shutdown()
+    ray.shutdown()
+    os.environ["MLFLOW_TRACKING_URI"] = project_uri  # the report's run goes to the project
+    text = report(cells, identify_cells, enroll, context)
+    path = settings.path("docs/benchmarks/serving.md")
+    metrics = {
+        f"{c.route}_{c.batching}_{c.users}_ok_per_s": c.ok_ms().size / c.seconds for c in cells
+    }
+    publish(settings, name="serving", group="identification",
+            report=replace_section(path, "load", text), metrics=metrics)  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
