@@ -86,7 +86,8 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
 def test_trials_stopped_early_free_their_workers_for_the_next(
     tmp_path, ray_cluster, another_ray_instance
 ) -> None:
-    """Every trial's Ray Train workers take the whole cluster's CPUs (at most 2): a trial driver
+    """Every trial's Ray Train worker takes the whole cluster's CPUs (one worker with a thread
+    per CPU, at most 2; one process fewer to start than two workers): a trial driver
     that held a share of a CPU, or a trial stopped by ASHA that kept its workers' placement group,
     would leave the next trial unplaceable, and it would fail after one 60 s wait. It runs while
     another Ray instance is up on the host: Train v2's placement-group cleaner used to find
@@ -95,13 +96,14 @@ def test_trials_stopped_early_free_their_workers_for_the_next(
     assert another_ray_instance != ray_cluster
     import ray
 
-    workers = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
-    params = tiny_params(epochs=2, num_workers=workers)
+    cpus = max(1, min(2, int(ray.cluster_resources().get("CPU", 1))))
+    params = tiny_params(epochs=2, num_workers=1)
     params["tune"] = {
         "families": ["faster_rcnn"],
         "num_samples": 1,
         "max_concurrent_trials": 1,
-        "workers_per_trial": workers,
+        "workers_per_trial": 1,
+        "threads_per_worker": cpus,
         "max_epochs": 2,
         "grace_period": 1,
         "worker_start_retries": 0,
