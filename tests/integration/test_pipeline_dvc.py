@@ -37,7 +37,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str):
         shutil.copy(REPO_ROOT / name, root / name)
     for name in PROJECT_DIRS:
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    settings = load_settings(write_params(root, tiny_params()))
+    settings = load_settings(write_params(root, tiny_params(num_workers=1)))
     generate(settings.path(settings.detection_data.root), settings.synth.detection)
     bin_dir = str(Path(sys.executable).parent)
     env = {
