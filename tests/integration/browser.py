@@ -29,6 +29,8 @@ FLAGS = (
     "--disable-sync",
     "--window-size=1400,1000",
 )
+# A fake camera (a moving test pattern) whose permission prompt is accepted by itself.
+FAKE_CAMERA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
 WAIT_S = 90.0  # generous: the pages are slow on a loaded 2-core machine, never a timed assertion
 
 
@@ -38,7 +40,7 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(extra_flags: tuple[str, ...] = ()) -> Iterator[Any]:
     """A fresh headless Chromium (its own profile folder) that records console messages."""
     require_chromium()
     from selenium import webdriver
@@ -46,7 +48,7 @@ def chromium() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
+    for flag in (*FLAGS, *extra_flags):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     with tempfile.TemporaryDirectory(prefix="sightline-chromium-") as profile:

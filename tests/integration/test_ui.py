@@ -1,8 +1,9 @@
 """The console at /ui in headless Chromium, against the real app on loopback (Ray Serve, an
 MLflow store made here): every page loads without console errors, an image upload draws boxes
 that the score slider re-filters without a new request, a .sor upload draws the trace with its
-events and KeyEvents, enroll then identify finds the person, a bad upload shows the API's own
-message. With SIGHTLINE_UPDATE_SCREENSHOTS=1 the pages are saved to docs/ui/*.png.
+events and KeyEvents (metres rounded), enroll then identify finds the person and shows their
+templates, a frame of Chromium's fake camera goes the way of an upload, a bad upload shows the
+API's own message. With SIGHTLINE_UPDATE_SCREENSHOTS=1 the pages are saved to docs/ui/*.png.
 
 The models are registered untrained (tiny faster_rcnn, otdr_detector, pixel_template): the
 console is under test, not what the models learned.
@@ -11,9 +12,11 @@ console is under test, not what the models learned.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -35,6 +38,7 @@ from sightline.track.runs import experiment_id
 from sightline.workloads import workload_for
 from tests.conftest import REPO_ROOT, own_store
 from tests.integration.browser import (
+    FAKE_CAMERA,
     chromium,
     console_errors,
     require_chromium,
@@ -111,11 +115,12 @@ def console(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Itera
 
 @pytest.fixture(scope="module")
 def browser(console: str) -> Iterator:
-    with chromium() as driver:
+    with chromium(FAKE_CAMERA) as driver:
         yield driver
 
 
 def open_page(driver, base: str, page: str) -> None:
+    driver.get("about:blank")  # a fresh page even from the same URL (#page alone never reloads)
     driver.get(f"{base}/ui/#{page}")
     wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"), "no load")
     assert console_errors(driver) == []
@@ -165,7 +170,30 @@ def test_detect_draws_boxes_that_the_slider_filters(browser, console: str, tmp_p
     meta = browser.find_element("css selector", ".result .meta").text
     assert "faster_rcnn v1" in meta and " ms" in meta
     screenshot(browser, SHOTS / "detect.png", UPDATE_SCREENSHOTS)
+    browser.execute_script(DROP_AN_IMAGE, "page-detect")
+    wait_for(
+        browser,
+        lambda d: (
+            d.find_element("css selector", ".result h3").text == "dropped.png"
+            and d.find_element("css selector", "canvas.detections").get_attribute("width") == "64"
+        ),
+        "a dropped image is not drawn",
+    )
     assert console_errors(browser) == []
+
+
+# A 64 x 48 PNG made in the page, dropped on the element with id arguments[0].
+DROP_AN_IMAGE = """
+const canvas = document.createElement("canvas");
+canvas.width = 64; canvas.height = 48;
+canvas.getContext("2d").fillRect(8, 8, 24, 16);
+const data = atob(canvas.toDataURL("image/png").split(",")[1]);
+const files = new DataTransfer();
+files.items.add(new File([Uint8Array.from(data, (c) => c.charCodeAt(0))], "dropped.png",
+  { type: "image/png" }));
+document.getElementById(arguments[0]).dispatchEvent(
+  new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+"""
 
 
 def test_a_bad_upload_shows_the_apis_message(browser, console: str, tmp_path: Path) -> None:
@@ -205,42 +233,123 @@ def test_a_sor_upload_draws_the_trace_and_its_events(browser, console: str, tmp_
     key_rows = browser.find_elements("css selector", "#otdr-key-events tr")
     assert len(event_rows) == len(expected["events"]) + 1
     assert len(key_rows) == len(expected["key_events"]) + 1
+    # Metres are rounded: the resolution to 3 significant digits, positions to 0.1 m here.
+    resolution = expected["trace"]["resolution_m"]
+    assert (
+        f"at {float(f'{resolution:.3g}'):g} m/sample"
+        in browser.find_element("id", "otdr-summary").text
+    )
+    positions = [row.find_elements("tag name", "td")[1].text for row in key_rows[1:]]
+    assert positions and all(re.fullmatch(r"\d+\.\d", p) for p in positions), positions
+    labels = plot.get_attribute("data-axis-labels").split("|")
+    assert labels[0] == "0 m" and all(re.fullmatch(r"\d+(\.\d+)? m", x) for x in labels), labels
     screenshot(browser, SHOTS / "otdr.png", UPDATE_SCREENSHOTS)
     assert console_errors(browser) == []
 
 
-def test_enroll_then_identify_finds_the_person(browser, console: str, tmp_path: Path) -> None:
+def set_token(driver) -> None:
+    token = driver.find_element("id", "token")
+    token.send_keys(TOKEN)
+    driver.execute_script("arguments[0].dispatchEvent(new Event('change'))", token)
+    assert TOKEN not in driver.current_url
+
+
+def submit_enrollment(driver, identity: str) -> None:
+    enroll = driver.find_element("id", "enroll-form")
+    enroll.find_element("name", "identity").send_keys(identity)
+    enroll.find_element("css selector", "button[type=submit]").click()
+    wait_for(
+        driver,
+        lambda d: f"enrolled {identity}" in d.find_element("id", "faces-result").text,
+        "enroll",
+    )
+
+
+def faces_answer(driver, selector: str) -> Any:
+    """Wait for the Faces page's answer (or the API's error) and return its `selector` element."""
+
+    def answered(d):
+        error = d.find_element("id", "faces-error")
+        assert not error.is_displayed(), error.text
+        return d.find_elements("css selector", f"#faces-answer {selector}")
+
+    return wait_for(driver, answered, "no answer")[0]
+
+
+def shown_templates(driver) -> list:
+    """The matched person's template thumbnails, once every one has loaded."""
+    images = driver.find_elements("css selector", "#faces-answer .templates img.template")
+    wait_for(
+        driver,
+        lambda d: d.execute_script(
+            "return arguments[0].every((i) => i.complete && i.naturalWidth > 0)", images
+        ),
+        "templates not loaded",
+    )
+    return images
+
+
+def test_enroll_then_identify_shows_the_persons_templates(
+    browser, console: str, tmp_path: Path
+) -> None:
     ada = [image_file(tmp_path, f"ada{i}.png", 10, (FACE_SIZE, FACE_SIZE)) for i in range(2)]
     stranger = image_file(tmp_path, "stranger.png", 99, (FACE_SIZE, FACE_SIZE))
     open_page(browser, console, "faces")
-    token = browser.find_element("id", "token")
-    token.send_keys(TOKEN)
-    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", token)
-    assert TOKEN not in browser.current_url
+    set_token(browser)
     enroll = browser.find_element("id", "enroll-form")
-    enroll.find_element("name", "identity").send_keys("Ada Lovelace")
     enroll.find_element("name", "image").send_keys("\n".join(str(p) for p in ada))
-    enroll.find_element("css selector", "button[type=submit]").click()
-    wait_for(
-        browser,
-        lambda d: "enrolled Ada Lovelace" in d.find_element("id", "faces-result").text,
-        "enroll",
-    )
+    submit_enrollment(browser, "Ada Lovelace")
 
     def identify(path: Path) -> str:
         form = browser.find_element("id", "identify-form")
         form.find_element("name", "image").send_keys(str(path))
         browser.execute_script("document.getElementById('faces-result').replaceChildren()")
         form.find_element("css selector", "button[type=submit]").click()
-        answer = wait_for(
-            browser,
-            lambda d: d.find_elements("css selector", "#faces-answer [data-identity]"),
-            "identify",
-        )[0]
-        return answer.get_attribute("data-identity")
+        return faces_answer(browser, "[data-identity]").get_attribute("data-identity")
 
     assert identify(ada[0]) == "Ada Lovelace"
+    assert len(shown_templates(browser)) == 2
+    text = browser.find_element("id", "faces-result").text
+    assert "Ada Lovelace: 2 templates" in text and "γ 0.500" in text and "distance" in text
     screenshot(browser, SHOTS / "faces.png", UPDATE_SCREENSHOTS)
     assert identify(stranger) == "unknown"
-    assert "γ 0.500" in browser.find_element("id", "faces-result").text
+    assert not browser.find_elements("css selector", "#faces-answer .templates")
+
+    verify = browser.find_element("id", "verify-form")
+    verify.find_element("name", "image").send_keys(str(ada[1]))
+    verify.find_element("name", "identity").send_keys("Ada Lovelace")
+    verify.find_element("css selector", "button[type=submit]").click()
+    assert faces_answer(browser, "[data-same]").get_attribute("data-same") == "true"
+    assert len(shown_templates(browser)) == 2
+    assert console_errors(browser) == []
+
+
+def test_a_camera_frame_goes_the_way_of_an_upload(browser, console: str) -> None:
+    open_page(browser, console, "faces")
+    assert browser.execute_script("return window.isSecureContext")  # 127.0.0.1 is one
+    set_token(browser)
+    browser.find_element("id", "camera-start").click()
+    wait_for(
+        browser,
+        lambda d: d.execute_script("return document.getElementById('camera-video').videoWidth"),
+        "the fake camera shows nothing",
+    )
+    browser.find_element("css selector", "[data-capture=enroll]").click()
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            "return document.querySelector('#enroll-form [name=image]').files.length"
+        ),
+        "no frame captured",
+    )
+    submit_enrollment(browser, "Camera Person")
+    browser.execute_script("document.getElementById('faces-result').replaceChildren()")
+    browser.find_element("css selector", "[data-capture=identify]").click()  # sends it at once
+    answer = faces_answer(browser, "[data-identity]").get_attribute("data-identity")
+    assert answer in {"Camera Person", "unknown"}  # the test pattern moves between frames
+    sent = browser.execute_script(
+        "return document.querySelector('#identify-form [name=image]').files[0].name"
+    )
+    assert re.fullmatch(r"camera-.+\.jpg", sent), sent
+    browser.find_element("id", "camera-stop").click()
     assert console_errors(browser) == []

@@ -13,25 +13,31 @@ class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
-async function api(path, options = {}) {
+// The response when it is a 2xx; otherwise an ApiError with the API's own code and message.
+async function fetchOk(path, options = {}) {
   const response = await fetch(path, options);
+  if (response.ok) return response;
   const text = await response.text();
-  let body = null;
-  try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
-  if (!response.ok) {
-    const error = body && body.error;
-    throw new ApiError(response.status, error ? error.code : `http_${response.status}`,
-      error ? error.message : `${response.status} ${response.statusText}: ${text.slice(0, 200)}`);
-  }
-  return body;
+  let error = null;
+  try { error = JSON.parse(text).error; } catch (_) { error = null; }
+  throw new ApiError(response.status, error ? error.code : `http_${response.status}`,
+    error ? error.message : `${response.status} ${response.statusText}: ${text.slice(0, 200)}`);
+}
+
+async function api(path, options = {}) {
+  const text = await (await fetchOk(path, options)).text();
+  try { return text ? JSON.parse(text) : null; } catch (_) { return null; }
+}
+
+function errorText(error) {
+  return error instanceof ApiError ? `${error.status} ${error.code}: ${error.message}` : String(error.message || error);
 }
 
 function showError(box, error) {
   const element = $(box);
   if (!error) { element.hidden = true; element.textContent = ""; return; }
   element.hidden = false;
-  element.textContent = error instanceof ApiError
-    ? `${error.status} ${error.code}: ${error.message}` : String(error.message || error);
+  element.textContent = errorText(error);
 }
 
 function authHeaders() {
@@ -52,6 +58,7 @@ function table(element, headers, rows) {
 }
 
 const fmt = (value, digits = 3) => (value === null || value === undefined ? "-" : Number(value).toFixed(digits));
+const significant = (value, digits = 3) => String(Number(Number(value).toPrecision(digits)));
 
 // ---- navigation and model pickers --------------------------------------------------------
 function showPage() {
@@ -209,6 +216,24 @@ async function detectFiles(files) {
 }
 
 // ---- OTDR ------------------------------------------------------------------------------
+// Positions to 0.1 m, or to the resolution's own precision when a sample is shorter than that.
+function metresAt(resolution) {
+  const digits = resolution > 0 ? Math.min(4, Math.max(1, Math.ceil(-Math.log10(resolution)))) : 1;
+  return (value) => fmt(value, digits);
+}
+
+// About `count` ticks at 1, 2 or 5 times a power of ten, labelled with no more digits than the step has.
+function metreTicks(length, count = 8) {
+  if (!(length > 0)) return [];
+  const raw = length / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+  const digits = Math.max(0, -Math.floor(Math.log10(step)));
+  const ticks = [];
+  for (let k = 0; k * step <= length * (1 + 1e-9); k++) ticks.push({ metres: k * step, label: `${(k * step).toFixed(digits)} m` });
+  return ticks;
+}
+
 function plotTrace(response) {
   const canvas = $("otdr-plot");
   const context = canvas.getContext("2d");
@@ -220,7 +245,8 @@ function plotTrace(response) {
   const finite = samples.filter(Number.isFinite);
   const low = Math.min(...finite), high = Math.max(...finite);
   const length = samples.length * resolution;
-  const x = (metres) => margin.left + (metres / length) * width;
+  const metres = metresAt(resolution);
+  const x = (position) => margin.left + (position / length) * width;
   const y = (db) => margin.top + (1 - (db - low) / (high - low || 1)) * height;
   context.clearRect(0, 0, canvas.width, canvas.height);
   context.fillStyle = "#fff";
@@ -230,7 +256,7 @@ function plotTrace(response) {
     context.fillRect(x(event.position_m), margin.top, Math.max(2, x(event.position_m + event.extent_m) - x(event.position_m)), height);
     context.fillStyle = EVENT_COLOURS[event.type] || "#888";
     context.font = "12px sans-serif";
-    context.fillText(event.type, x(event.position_m) + 2, margin.top + 12);
+    context.fillText(`${event.type} ${metres(event.position_m)} m`, x(event.position_m) + 2, margin.top + 12);
   }
   for (const key of response.key_events || []) {
     context.strokeStyle = "#b7791f";
@@ -254,23 +280,30 @@ function plotTrace(response) {
   context.font = "12px sans-serif";
   context.fillText(`${high.toFixed(1)} dB`, 4, margin.top + 10);
   context.fillText(`${low.toFixed(1)} dB`, 4, margin.top + height);
-  context.fillText("0 m", margin.left, canvas.height - 15);
-  context.fillText(`${length.toFixed(0)} m`, margin.left + width - 50, canvas.height - 15);
+  context.textAlign = "center";
+  const ticks = metreTicks(length);
+  for (const tick of ticks) {
+    context.fillRect(x(tick.metres), margin.top + height, 1, 5);
+    context.fillText(tick.label, x(tick.metres), canvas.height - 15);
+  }
+  context.textAlign = "start";
+  canvas.dataset.axisLabels = ticks.map((t) => t.label).join("|");
   canvas.dataset.drawnEvents = String(response.events.length);
   canvas.dataset.drawnSamples = String(samples.length);
 }
 
 function showOtdr(response, latencyMs) {
   $("otdr-result").hidden = false;
+  const metres = metresAt(response.trace.resolution_m);
   $("otdr-summary").textContent = `${response.model.family} v${response.model.version} · ${response.trace.num_samples} samples, `
-    + `${response.trace.length_m.toFixed(0)} m at ${response.trace.resolution_m} m/sample · ${response.events.length} events · ${latencyMs.toFixed(0)} ms`;
+    + `${metres(response.trace.length_m)} m at ${significant(response.trace.resolution_m)} m/sample · ${response.events.length} events · ${latencyMs.toFixed(0)} ms`;
   plotTrace(response);
   table($("otdr-events"), ["type", "position (m)", "extent (m)", "score"],
-    response.events.map((e) => [e.type, fmt(e.position_m, 1), fmt(e.extent_m, 1), fmt(e.score, 2)]));
+    response.events.map((e) => [e.type, metres(e.position_m), metres(e.extent_m), fmt(e.score, 2)]));
   const keys = response.key_events || [];
   $("otdr-key-events-box").hidden = keys.length === 0;
   table($("otdr-key-events"), ["#", "position (m)", "loss (dB)", "reflectance (dB)", "code"],
-    keys.map((k) => [String(k.number), fmt(k.position_m, 1), fmt(k.loss_db, 3), fmt(k.reflectance_db, 1), k.code]));
+    keys.map((k) => [String(k.number), metres(k.position_m), fmt(k.loss_db, 3), fmt(k.reflectance_db, 1), k.code]));
 }
 
 async function sendTrace(options) {
@@ -304,6 +337,31 @@ function facesAnswer(...children) {
 
 function modelLine(model) { return el("p", { class: "meta" }, `${model.family} v${model.version}`); }
 
+function picture(blob, caption, kind) {
+  const image = el("img", { alt: caption, class: kind });
+  image.src = URL.createObjectURL(blob);
+  return el("figure", {}, image, el("figcaption", {}, caption));
+}
+
+// The enrolled templates of `identity` as thumbnails (the routes need the tab's token: face images).
+async function templatesOf(identity) {
+  const box = el("div", { class: "templates", "data-person": identity });
+  if (!sessionStorage.getItem(TOKEN_KEY)) {
+    box.append(el("p", { class: "meta" }, `set the bearer token below to see ${identity}'s enrolled templates`));
+    return box;
+  }
+  try {
+    const person = await api(`/v1/faces/people/${encodeURIComponent(identity)}`, { headers: authHeaders() });
+    const thumbnails = await Promise.all(person.thumbnails.map(async (t) => picture(
+      await (await fetchOk(t.url, { headers: authHeaders() })).blob(), `template ${t.position + 1}`, "template")));
+    box.append(el("p", { class: "meta" }, `${identity}: ${person.templates} templates, enrolled ${new Date(person.enrolled_at).toLocaleString()}`),
+      el("div", { class: "pictures" }, ...thumbnails));
+  } catch (error) {
+    box.append(el("p", { class: "error" }, `${identity}'s templates: ${errorText(error)}`));
+  }
+  return box;
+}
+
 async function facesCall(action) {
   showError("faces-error", null);
   try {
@@ -317,8 +375,9 @@ async function facesCall(action) {
 
 async function identify(event) {
   event.preventDefault();
+  const query = event.target.elements.image.files[0];
   const form = new FormData();
-  form.append("image", event.target.elements.image.files[0]);
+  form.append("image", query);
   await facesCall(async () => {
     const answer = await api("/v1/faces/identify", { method: "POST", body: form });
     const who = answer.known
@@ -326,23 +385,27 @@ async function identify(event) {
       : el("p", { class: "unknown", "data-identity": "unknown" }, "unknown: nobody enrolled is closer than γ");
     const candidates = el("table");
     table(candidates, ["candidate", "distance"], answer.candidates.map((c) => [c.identity, fmt(c.distance)]));
+    const matched = answer.known ? [await templatesOf(answer.identity)] : [];
     facesAnswer(who, el("p", {}, `distance ${fmt(answer.distance)} · γ ${fmt(answer.gamma)} · rule: ${answer.rule}`),
-      candidates, modelLine(answer.model));
+      el("div", { class: "pictures" }, picture(query, "query", "query"), ...matched), candidates, modelLine(answer.model));
   });
 }
 
 async function verify(event) {
   event.preventDefault();
   const fields = event.target.elements;
+  const identity = fields.identity.value.trim();
+  const images = [fields.image.files[0], ...(identity ? [] : [fields.image2.files[0]])].filter(Boolean);
   const form = new FormData();
-  form.append("image", fields.image.files[0]);
-  if (fields.identity.value.trim()) form.append("identity", fields.identity.value.trim());
-  else if (fields.image2.files[0]) form.append("image", fields.image2.files[0]);
+  for (const image of images) form.append("image", image);
+  if (identity) form.append("identity", identity);
   await facesCall(async () => {
     const answer = await api("/v1/faces/verify", { method: "POST", body: form });
     const subject = answer.identity ? `the image and ${answer.identity}` : "the two images";
-    facesAnswer(el("p", { class: answer.same ? "known" : "unknown" }, `${subject}: ${answer.same ? "same person" : "not the same person"}`),
-      el("p", {}, `distance ${fmt(answer.distance)} · γ ${fmt(answer.gamma)}`), modelLine(answer.model));
+    const shown = images.map((image, i) => picture(image, images.length > 1 ? `image ${i + 1}` : "query", "query"));
+    if (answer.identity) shown.push(await templatesOf(answer.identity));
+    facesAnswer(el("p", { class: answer.same ? "known" : "unknown", "data-same": String(answer.same) }, `${subject}: ${answer.same ? "same person" : "not the same person"}`),
+      el("p", {}, `distance ${fmt(answer.distance)} · γ ${fmt(answer.gamma)}`), el("div", { class: "pictures" }, ...shown), modelLine(answer.model));
   });
 }
 
@@ -376,6 +439,62 @@ async function loadGallery() {
   }
 }
 
+// ---- Camera (where the browser allows it: a secure context such as localhost or https) ------
+let cameraStream = null;
+
+function cameraUsable() {
+  return window.isSecureContext && Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+}
+
+async function startCamera() {
+  showError("faces-error", null);
+  try {
+    cameraStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (error) {
+    showError("faces-error", new Error(`camera: ${error.message || error.name}`));
+    return;
+  }
+  $("camera-video").srcObject = cameraStream;
+  $("camera-panel").hidden = false;
+  $("camera-start").hidden = true;
+}
+
+function stopCamera() {
+  for (const track of cameraStream ? cameraStream.getTracks() : []) track.stop();
+  cameraStream = null;
+  $("camera-video").srcObject = null;
+  $("camera-panel").hidden = true;
+  $("camera-start").hidden = false;
+}
+
+async function cameraFrame() {
+  const video = $("camera-video");
+  if (!video.videoWidth) throw new Error("the camera has not delivered a picture yet; try again");
+  const canvas = el("canvas", { width: video.videoWidth, height: video.videoHeight });
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+  return new File([blob], `camera-${new Date().toISOString().replace(/[:.]/g, "-")}.jpg`, { type: "image/jpeg" });
+}
+
+// A captured frame goes into the form's file input, exactly as a picked file would.
+async function capture(target) {
+  showError("faces-error", null);
+  const form = $(`${target}-form`);
+  const input = target === "verify" && form.elements.image.files.length ? form.elements.image2 : form.elements.image;
+  try {
+    const frame = await cameraFrame();
+    const files = new DataTransfer();
+    if (target === "enroll") for (const file of input.files) files.items.add(file);
+    files.items.add(frame);
+    input.files = files.files;
+    $("camera-state").textContent = `${frame.name} → ${target}`;
+  } catch (error) {
+    showError("faces-error", error);
+    return;
+  }
+  if (target === "identify") form.requestSubmit();
+}
+
 function showTokenState() {
   $("token-state").textContent = sessionStorage.getItem(TOKEN_KEY) ? "token set for this tab" : "no token set";
 }
@@ -401,6 +520,17 @@ function runLink(model) {
 }
 
 // ---- wiring ----------------------------------------------------------------------------
+// Files dropped on a page go where picked files go (instead of the browser opening them).
+function acceptDrops(section, onFiles) {
+  section.addEventListener("dragover", (event) => { event.preventDefault(); section.classList.add("dropping"); });
+  section.addEventListener("dragleave", () => section.classList.remove("dropping"));
+  section.addEventListener("drop", (event) => {
+    event.preventDefault();
+    section.classList.remove("dropping");
+    if (event.dataTransfer.files.length) onFiles([...event.dataTransfer.files]);
+  });
+}
+
 async function start() {
   try { config = await api("/ui/config.json"); } catch (_) { /* the console works without it */ }
   $("detect-files").addEventListener("change", (e) => detectFiles([...e.target.files]));
@@ -410,10 +540,18 @@ async function start() {
   });
   $("otdr-file").addEventListener("change", (e) => e.target.files[0] && sendSor(e.target.files[0]));
   $("otdr-send-samples").addEventListener("click", sendSamples);
+  acceptDrops($("page-detect"), detectFiles);
+  acceptDrops($("page-otdr"), (files) => sendSor(files[0]));
   $("identify-form").addEventListener("submit", identify);
   $("verify-form").addEventListener("submit", verify);
   $("enroll-form").addEventListener("submit", enroll);
   $("delete-button").addEventListener("click", deleteIdentity);
+  $("camera-box").hidden = !cameraUsable();
+  $("camera-start").addEventListener("click", startCamera);
+  $("camera-stop").addEventListener("click", stopCamera);
+  for (const button of document.querySelectorAll("#camera-panel [data-capture]")) {
+    button.addEventListener("click", () => capture(button.dataset.capture));
+  }
   $("token").addEventListener("change", (e) => {
     if (e.target.value) sessionStorage.setItem(TOKEN_KEY, e.target.value); else sessionStorage.removeItem(TOKEN_KEY);
     e.target.value = "";
