@@ -247,6 +247,24 @@ def test_a_sor_upload_draws_the_trace_and_its_events(browser, console: str, tmp_
     assert console_errors(browser) == []
 
 
+def test_pasted_samples_are_plotted_with_metres_at_their_precision(browser, console: str) -> None:
+    samples = [round(-0.02 * i, 3) for i in range(512)]  # a clean fibre, 5 cm a sample
+    open_page(browser, console, "otdr")
+    browser.find_element("css selector", "#page-otdr summary").click()
+    browser.execute_script(
+        "document.getElementById('otdr-samples').value = arguments[0];"
+        "document.getElementById('otdr-resolution').value = '0.05';",
+        ", ".join(map(str, samples)),
+    )
+    browser.find_element("id", "otdr-send-samples").click()
+    plot = browser.find_element("id", "otdr-plot")
+    wait_for(browser, lambda d: plot.get_attribute("data-drawn-samples") == "512", "no trace")
+    summary = browser.find_element("id", "otdr-summary").text
+    assert "512 samples, 25.60 m at 0.05 m/sample" in summary, summary
+    assert plot.get_attribute("data-axis-labels").split("|") == [f"{m} m" for m in range(0, 30, 5)]
+    assert console_errors(browser) == []
+
+
 def set_token(driver) -> None:
     token = driver.find_element("id", "token")
     token.send_keys(TOKEN)
