@@ -242,8 +242,9 @@ def test_a_failing_reembed_changes_nothing(gallery: Gallery) -> None:
 def test_concurrent_enroll_delete_and_identify_from_threads(tmp_path: Path) -> None:
     store = Gallery(tmp_path / "gallery.db")
     rng = np.random.default_rng(0)
-    anchors = rng.normal(size=(40, 16)).astype(np.float32)
-    store.enroll("resident", [_image(0)], anchors[:1], "v1")
+    anchors = rng.normal(size=(41, 16)).astype(np.float32)
+    resident = anchors[40]  # a vector of its own: no p{i} ties with it
+    store.enroll("resident", [_image(0)], resident[None], "v1")
     errors: list[BaseException] = []
 
     def enroller(worker: int) -> None:
@@ -258,7 +259,7 @@ def test_concurrent_enroll_delete_and_identify_from_threads(tmp_path: Path) -> N
     def identifier() -> None:
         try:
             for _ in range(60):
-                match = store.identify(anchors[0], gamma=1e-3)
+                match = store.identify(resident, gamma=1e-3)
                 assert match.identity == "resident"
         except BaseException as exc:
             errors.append(exc)
