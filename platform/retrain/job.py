@@ -112,6 +112,9 @@ class RetrainJob:
         self._lock_before: dict[str, Any] = {}
         self._registry_before: dict[str, dict[str, Any]] = {}
         self._remote: bool | None = None
+        # dvc.yaml's commands say `python`: the one this job runs on, even with no venv active.
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     # --- the job ----------------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class RetrainJob:
         if self.options.verbose:
             command.append("--verbose")
         # `sightline repro`: one Ray for every stage (joins RAY_ADDRESS when set).
-        code = subprocess.run(command, cwd=self.root, check=False).returncode
+        code = subprocess.run(command, cwd=self.root, env=self.env, check=False).returncode
         if code != 0:
             raise StepFailed(f"`sightline repro` exited {code} (its output is above)")
         after = self._lock()
@@ -241,8 +244,9 @@ class RetrainJob:
         if response.status_code != 200:
             raise StepFailed(f"{endpoint} answered {response.status_code}: {response.text[:300]}")
         self.report.reloaded = True
-        served = [f"{m['name']} v{m['version']}" for m in response.json().get("models", [])]
-        return f"{url} serves {', '.join(served) or 'no model'}"
+        models = response.json().get("models", [])
+        served = [f"{m['name']} v{m['version']}" for m in models if m.get("champion")]
+        return f"{url} serves the champions {', '.join(served) or '(none)'}"
 
     def push(self) -> str:
         if not self.options.push:
@@ -282,6 +286,7 @@ class RetrainJob:
         done = subprocess.run(
             [sys.executable, "-m", "dvc", *args],
             cwd=self.root,
+            env=self.env,
             capture_output=capture,
             text=True,
             check=False,

@@ -158,9 +158,11 @@ def finish_locally(
         log(f"MLflow run {run.info.run_id} of {submission_id} holds no summary file")
         return None
     report = RetrainReport.from_json(summary.read_text())
-    if options.commit and report.status == "ok":
+    if report.status == "ok":
         job = RetrainJob(settings, options, log)
         job.report = report  # the commit message names the job's data version and champions
-        job._step("commit", job.commit)
+        # The outputs dvc.lock now names, from the remote the job pushed them to.
+        if options.push and job._step("local pull", job.pull) and options.commit:
+            job._step("local commit", job.commit)
         summary.write_text(report.to_json() + "\n")
     return summary
