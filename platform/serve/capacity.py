@@ -8,7 +8,8 @@ call_batched(method, *args)    -> one request through a @serve.batch method (out
                                   replica: the plain function on a batch of one)
 each_or_error(run, items)      -> a batch's results, one bad item failing only itself
 refusing_when_full()           -> around a handle call in the ingress: a full task queue
-                                  (BackPressureError) -> 503, Retry-After, the JSON error
+                                  (BackPressureError), or a task replica that died with the
+                                  request (RayActorError) -> 503, Retry-After, the JSON error
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, RayServeException
 
@@ -114,12 +116,30 @@ class AtCapacity(ServiceUnavailable):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class ReplicaLost(ServiceUnavailable):
+    """The task replica died while it held the request (Serve starts a new one): 503 with
+    when to try again, never the 500 of an unexpected error."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, exc: RayActorError) -> None:
+        super().__init__(
+            "replica_unavailable",
+            f"the replica serving this request stopped ({type(exc).__name__}); a new one is "
+            f"starting; retry after {self.RETRY_AFTER_S} s",
+        )
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}
+
+
 @contextmanager
 def refusing_when_full() -> Iterator[None]:
     """Around the ingress's calls of task deployment handles: a full queue (the handle's
     BackPressureError) becomes AtCapacity, so the client gets the JSON error shape; Serve's
-    own answer to an uncaught BackPressureError is a plain-text 503."""
+    own answer to an uncaught BackPressureError is a plain-text 503. A replica that died with
+    the request (e.g. killed; tests/integration/test_serve_faults.py) becomes ReplicaLost."""
     try:
         yield
     except BackPressureError as exc:
         raise AtCapacity(exc) from None
+    except RayActorError as exc:
+        raise ReplicaLost(exc) from None

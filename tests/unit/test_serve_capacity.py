@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
 from sightline.config import Serve, ServeScaling
@@ -82,3 +83,18 @@ def test_a_full_task_queue_is_a_json_503_with_retry_after() -> None:
     message = assert_error(response, 503, "overloaded")
     assert response.headers["Retry-After"] == "2"
     assert "max_queued_requests=4" in message and "retry after 2 s" in message
+
+
+def test_a_task_replica_that_died_with_the_request_is_a_json_503_with_retry_after() -> None:
+    api = FastAPI()
+    add_error_handlers(api)
+
+    @api.get("/work")
+    async def work() -> dict[str, str]:
+        with refusing_when_full():
+            raise ActorDiedError()
+
+    response = TestClient(api).get("/work")
+    message = assert_error(response, 503, "replica_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert "ActorDiedError" in message
