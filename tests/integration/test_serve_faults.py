@@ -5,7 +5,8 @@
   enrollment that was acknowledged (200) is still in the gallery. The test prints how many
   requests failed during the kill (the figure in docs/benchmarks/serving.md); a failure may
   only be a 503 (the request the dying replica held), never a 500 or a broken connection.
-- A restart of the whole app keeps the gallery.
+A redeploy of the whole app keeping the gallery is test_identification's
+test_enrollments_survive_a_redeploy (every replica goes; the new ones open the same file).
 """
 
 from __future__ import annotations
@@ -178,15 +179,3 @@ def test_killing_the_faces_replica_under_load_loses_no_acknowledged_enrollment(
     assert killed_under_load.gallery_after["identities"] >= len(load.acknowledged)
     # A request the dying replica held is a 503 with Retry-After (capacity.ReplicaLost).
     assert set(load.failures()) <= {"enroll 503", "identify 503"}, load.failures()
-
-
-def test_a_restart_of_the_whole_app_keeps_the_gallery(
-    killed_under_load: KillRun, store: Path
-) -> None:
-    acknowledged = killed_under_load.load.acknowledged
-    with served_app(app_settings(store)) as client:  # a new app, the same gallery folder
-        assert client.get("/v1/faces").json() == killed_under_load.gallery_after
-        for index in [acknowledged[0], acknowledged[-1]]:
-            answer = identify(client, index)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["identity"] == person(index)
