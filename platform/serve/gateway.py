@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sightline.config import Settings
 from sightline.serve.auth import require_token
-from sightline.serve.capacity import refusing_when_full
+from sightline.serve.capacity import add_capacity_handlers
 from sightline.serve.console import MLFLOW_UI_URL_ENV, add_console
 from sightline.serve.errors import add_error_handlers
 from sightline.serve.faces_routes import add_faces_routes
@@ -89,6 +89,7 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
     )
     api.state.api_token = config.api_token
     add_error_handlers(api)
+    add_capacity_handlers(api)
     api.add_middleware(ServerTiming)
 
     async def all_models() -> Models:
@@ -184,10 +185,9 @@ def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandl
         )
         threshold = config.default_score_threshold if score_threshold is None else score_threshold
         pixels, scale = await run_in_threadpool(inference_pixels, image, config.max_inference_side)
-        with refusing_when_full():
-            detections = await detector.detect.remote(
-                pixels, card.version, threshold, scale, (image.width, image.height)
-            )
+        detections = await detector.detect.remote(
+            pixels, card.version, threshold, scale, (image.width, image.height)
+        )
         return DetectResponse(
             model=card.ref(),
             image=ImageSize(width=image.width, height=image.height),
