@@ -7,20 +7,18 @@ configure_batching(method, b)  -> a replica's @serve.batch method set to the par
 call_batched(method, *args)    -> one request through a @serve.batch method (outside a Serve
                                   replica: the plain function on a batch of one)
 each_or_error(run, items)      -> a batch's results, one bad item failing only itself
-add_capacity_handlers(api)     -> the ingress's answer to any handle call (a route's, a
-                                  catalog's) that met a full task queue (BackPressureError) or
-                                  a task replica that died with it (RayActorError): 503,
-                                  Retry-After, the JSON error
+refusing_when_full()           -> around a handle call in the ingress: a full task queue
+                                  (BackPressureError), or a task replica that died with the
+                                  request (RayActorError) -> 503, Retry-After, the JSON error
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
@@ -133,19 +131,15 @@ class ReplicaLost(ServiceUnavailable):
         self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}
 
 
-def add_capacity_handlers(api: FastAPI) -> None:
-    """For every call of a task deployment's handle in the ingress: a full queue (the
-    handle's BackPressureError) becomes AtCapacity, so the client gets the JSON error shape
-    (Serve's own answer to an uncaught BackPressureError is a plain-text 503); a replica that
-    died with the request (e.g. killed; tests/integration/test_serve_faults.py) ReplicaLost."""
-
-    async def full(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, BackPressureError)
-        return AtCapacity(exc).response()
-
-    async def lost(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RayActorError)
-        return ReplicaLost(exc).response()
-
-    api.add_exception_handler(BackPressureError, full)
-    api.add_exception_handler(RayActorError, lost)
+@contextmanager
+def refusing_when_full() -> Iterator[None]:
+    """Around the ingress's calls of task deployment handles: a full queue (the handle's
+    BackPressureError) becomes AtCapacity, so the client gets the JSON error shape; Serve's
+    own answer to an uncaught BackPressureError is a plain-text 503. A replica that died with
+    the request (e.g. killed; tests/integration/test_serve_faults.py) becomes ReplicaLost."""
+    try:
+        yield
+    except BackPressureError as exc:
+        raise AtCapacity(exc) from None
+    except RayActorError as exc:
+        raise ReplicaLost(exc) from None

@@ -33,6 +33,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from sightline.serve.auth import require_token
+from sightline.serve.capacity import refusing_when_full
 from sightline.serve.errors import ApiError, BadRequest, UnsupportedMediaType
 from sightline.serve.images import decode_image, inference_pixels
 from sightline.serve.schemas import ErrorResponse, ModelRef
@@ -164,7 +165,8 @@ async def call(method: Any, *args: Any) -> Any:
     """Call the Faces deployment; its ApiErrors (bad identity, unknown person, no champion)
     reach the client as what they are, not as a 500."""
     try:
-        return await method.remote(*args)  # a full queue: 503 (capacity.py's handlers)
+        with refusing_when_full():  # a full queue: 503 + Retry-After
+            return await method.remote(*args)
     except RayTaskError as exc:
         if isinstance(exc.cause, ApiError):
             raise exc.cause from None

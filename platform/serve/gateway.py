@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sightline.config import Settings
 from sightline.serve.auth import require_token
-from sightline.serve.capacity import add_capacity_handlers
+from sightline.serve.capacity import refusing_when_full
 from sightline.serve.console import MLFLOW_UI_URL_ENV, add_console
 from sightline.serve.errors import add_error_handlers
 from sightline.serve.faces_routes import add_faces_routes
@@ -89,12 +89,12 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
     )
     api.state.api_token = config.api_token
     add_error_handlers(api)
-    add_capacity_handlers(api)
     api.add_middleware(ServerTiming)
 
     async def all_models() -> Models:
         groups = list(handles)
-        catalogs = await asyncio.gather(*(handles[g].catalog.remote() for g in groups))
+        with refusing_when_full():  # a task replica that died meanwhile: 503, not 500
+            catalogs = await asyncio.gather(*(handles[g].catalog.remote() for g in groups))
         return Models(
             models=[card for c in catalogs for card in c.models],
             groups=dict(zip(groups, catalogs, strict=True)),
@@ -117,7 +117,8 @@ def create_api(config: ApiConfig, handles: Mapping[str, DeploymentHandle]) -> Fa
     async def reload() -> Models:
         """Load the registry's current champions (e.g. after `sightline tune`) into every task
         deployment. Requests in flight finish on the models they started with."""
-        await asyncio.gather(*(handle.reload.remote() for handle in handles.values()))
+        with refusing_when_full():
+            await asyncio.gather(*(handle.reload.remote() for handle in handles.values()))
         return await all_models()
 
     add_detect_routes(api, config, handles["detection"])
@@ -154,7 +155,8 @@ class ServerTiming:
 
 def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandle) -> None:
     async def catalog() -> Catalog:
-        return await detector.catalog.remote()
+        with refusing_when_full():
+            return await detector.catalog.remote()
 
     @api.post(
         "/v1/detect",
@@ -185,9 +187,10 @@ def add_detect_routes(api: FastAPI, config: ApiConfig, detector: DeploymentHandl
         )
         threshold = config.default_score_threshold if score_threshold is None else score_threshold
         pixels, scale = await run_in_threadpool(inference_pixels, image, config.max_inference_side)
-        detections = await detector.detect.remote(
-            pixels, card.version, threshold, scale, (image.width, image.height)
-        )
+        with refusing_when_full():
+            detections = await detector.detect.remote(
+                pixels, card.version, threshold, scale, (image.width, image.height)
+            )
         return DetectResponse(
             model=card.ref(),
             image=ImageSize(width=image.width, height=image.height),

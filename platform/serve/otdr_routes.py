@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sightline.data.otdr import KeyEvent
 from sightline.data.sor import SorError, read_sor
+from sightline.serve.capacity import refusing_when_full
 from sightline.serve.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -252,11 +253,13 @@ def add_otdr_routes(api: FastAPI, config: Any, otdr: DeploymentHandle) -> None:
         ] = False,
     ) -> OTDREventsResponse:
         """Detect the events of one OTDR trace (a .sor file, or JSON samples + resolution)."""
-        card = (await otdr.catalog.remote()).resolve(model)
+        with refusing_when_full():
+            card = (await otdr.catalog.remote()).resolve(model)
         samples, resolution_m, key_events = await read_trace(request, config.max_upload_bytes)
         check_length(samples, config.max_trace_samples)
         threshold = config.default_score_threshold if score_threshold is None else score_threshold
-        events = await otdr.detect.remote(samples, resolution_m, card.version, threshold)
+        with refusing_when_full():  # a full queue: 503 + Retry-After
+            events = await otdr.detect.remote(samples, resolution_m, card.version, threshold)
         return OTDREventsResponse(
             model=card.ref(),
             trace=TraceInfo(

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from sightline.config import ServeScaling
-from sightline.serve.capacity import add_capacity_handlers, deployment_options
+from sightline.serve.capacity import deployment_options, refusing_when_full
 from sightline.serve.errors import add_error_handlers
 from tests.api import assert_error
 from tests.integration.serving import free_port
@@ -64,11 +64,11 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         api = FastAPI()
         add_error_handlers(api)
-        add_capacity_handlers(api)  # as the Sightline ingress has them
 
         @api.get("/work")
         async def work() -> dict[str, str]:
-            return {"result": await self._held.work.remote()}
+            with refusing_when_full():  # as the Sightline ingress calls its task deployments
+                return {"result": await self._held.work.remote()}
 
         return api
 

@@ -13,11 +13,11 @@ from ray.serve.exceptions import BackPressureError
 
 from sightline.config import Serve, ServeScaling
 from sightline.serve.capacity import (
-    add_capacity_handlers,
     call_batched,
     deployment_options,
     each_or_error,
     indices_by,
+    refusing_when_full,
 )
 from sightline.serve.errors import add_error_handlers
 from tests.api import assert_error
@@ -73,11 +73,11 @@ def test_outside_a_replica_a_batched_method_runs_on_a_batch_of_one() -> None:
 def test_a_full_task_queue_is_a_json_503_with_retry_after() -> None:
     api = FastAPI()
     add_error_handlers(api)
-    add_capacity_handlers(api)
 
     @api.get("/work")
     async def work() -> dict[str, str]:
-        raise BackPressureError(num_queued_requests=4, max_queued_requests=4, retry_after_s=1.5)
+        with refusing_when_full():
+            raise BackPressureError(num_queued_requests=4, max_queued_requests=4, retry_after_s=1.5)
 
     response = TestClient(api).get("/work")
     message = assert_error(response, 503, "overloaded")
@@ -88,11 +88,11 @@ def test_a_full_task_queue_is_a_json_503_with_retry_after() -> None:
 def test_a_task_replica_that_died_with_the_request_is_a_json_503_with_retry_after() -> None:
     api = FastAPI()
     add_error_handlers(api)
-    add_capacity_handlers(api)
 
     @api.get("/work")
     async def work() -> dict[str, str]:
-        raise ActorDiedError()
+        with refusing_when_full():
+            raise ActorDiedError()
 
     response = TestClient(api).get("/work")
     message = assert_error(response, 503, "replica_unavailable")
