@@ -164,6 +164,10 @@ class RetrainJob:
     def pull(self) -> str:
         self._lock_before = self._lock()  # before anything can change it
         self._registry_before = self._registry_reports()
+        if not self._in_git_repo():
+            # A submitted job's working_dir is a copy without .git: DVC must not look for it
+            # (config.local: this workspace only).
+            self._dvc("config", "--local", "core.no_scm", "true")
         if not self._has_remote():
             self._set_data_hash()
             raise StepSkipped("no DVC remote configured (dvc remote add -d NAME URL)")
@@ -259,7 +263,7 @@ class RetrainJob:
     def commit(self) -> str:
         if not self.options.commit:
             raise StepSkipped("--no-commit")
-        if self._git("rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+        if not self._in_git_repo():
             raise StepSkipped("not a git repository")
         if not (self.root / "dvc.lock").is_file():
             raise StepSkipped("no dvc.lock")
@@ -304,6 +308,9 @@ class RetrainJob:
         if check and done.returncode != 0:
             raise StepFailed(f"`git {' '.join(args[:2])}` exited {done.returncode}: {done.stderr}")
         return done
+
+    def _in_git_repo(self) -> bool:
+        return self._git("rev-parse", "--is-inside-work-tree", check=False).returncode == 0
 
     def _has_remote(self) -> bool:
         if self._remote is None:

@@ -29,19 +29,21 @@ from sightline.retrain.job import (
 
 JOB_ADDRESS_ENV = "RAY_JOB_ADDRESS"
 WORKSPACE_ARTIFACTS = "retrain/workspace"
-# Never uploaded: environments, caches and local stores (besides what .gitignore excludes).
+# Never uploaded: environments, caches and local stores (besides what .gitignore excludes);
+# gitignore patterns, anchored at the project root (`data` alone would drop platform/data too).
 EXCLUDES = [
-    ".git",
-    ".venv",
-    ".dvc/cache",
-    ".dvc/tmp",
-    "artifacts",
-    "mlruns",
-    "mlartifacts",
-    "mlflow.db",
-    "data",
-    "logs",
-    ".cluster",
+    "/.git",
+    "/.venv",
+    "/.dvc/cache",
+    "/.dvc/tmp",
+    "/.dvc/config.local",
+    "/artifacts",
+    "/mlruns",
+    "/mlartifacts",
+    "/mlflow.db",
+    "/data",
+    "/logs",
+    "/.cluster",
 ]
 # What the job needs from the submitter's environment (when set here).
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", SERVE_URL_ENV, "SIGHTLINE_API_TOKEN", "SIGHTLINE_PROFILE")
