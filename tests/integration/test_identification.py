@@ -28,10 +28,10 @@ from sightline.cli import app as cli
 from sightline.config import load_settings
 from sightline.data.synth.identity import SynthIdentity, render_identity_image
 from sightline.pipelines import evaluate, register, train, validate
-from sightline.serve.app import APP_NAME, deploy, run
+from sightline.serve.app import APP_NAME, deploy
 from sightline.workloads.identification import identity_splits
 from tests.conftest import own_store
-from tests.integration.serving import free_port
+from tests.integration.serving import free_port, served_app
 
 TOKEN = "let-me-in"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -116,13 +116,8 @@ def test_the_pipeline_runs_on_a_folder_dataset_given_by_path(project: Path) -> N
 
 @pytest.fixture(scope="module")
 def api(project: Path) -> Iterator[httpx.Client]:
-    settings = load_settings(project)
-    run(settings, blocking=False)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{settings.serve.port}", timeout=60) as http:
-            yield http
-    finally:
-        serve.shutdown()
+    with served_app(load_settings(project)) as http:
+        yield http
 
 
 def png(pixels: np.ndarray) -> bytes:

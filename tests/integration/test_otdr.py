@@ -18,7 +18,6 @@ import httpx
 import mlflow
 import pytest
 import yaml
-from ray import serve
 from typer.testing import CliRunner
 
 from sightline.cli import app as cli
@@ -28,10 +27,9 @@ from sightline.data.sor import sor_bytes
 from sightline.data.synth.otdr import generate
 from sightline.data.synth.params import SynthOTDR
 from sightline.pipelines import evaluate, register, train, validate
-from sightline.serve.app import run
 from tests.api import assert_error
 from tests.conftest import REPO_ROOT, own_store
-from tests.integration.serving import free_port
+from tests.integration.serving import free_port, served_app
 from tests.unit.test_otdr_models import TINY
 
 FAMILIES = ["otdr_window", "otdr_detector"]
@@ -112,13 +110,8 @@ def test_bench_compares_the_families_on_the_test_traces(project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def client(project: Path) -> Iterator[httpx.Client]:
-    settings = load_settings(project / "params.yaml")
-    run(settings, blocking=False)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{settings.serve.port}", timeout=60) as http:
-            yield http
-    finally:
-        serve.shutdown()
+    with served_app(load_settings(project / "params.yaml")) as http:
+        yield http
 
 
 def champion_family(project: Path) -> str:
