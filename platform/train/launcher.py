@@ -50,6 +50,18 @@ def storage_uri(job: TrainJob) -> str:
     return str(path if path.is_absolute() else Path(job.project_root) / path)
 
 
+def _local_run_dir(job: TrainJob, name: str) -> str:
+    """Local mode's checkpoint folder (Ray Train copies none there): the run's folder in the
+    storage, which must then be a path on this machine."""
+    storage = storage_uri(job)
+    if "://" in storage:
+        raise ValueError(
+            f"train.num_workers 0 (local mode) writes checkpoints on this machine; "
+            f"train.storage_path must be a local path, not {storage!r}"
+        )
+    return str(Path(storage) / name)
+
+
 def fit(
     job: TrainJob,
     group: TaskGroup,
@@ -90,7 +102,7 @@ def _fit_once(
     job = job.model_copy(update={"model_params": build_params})
     step = build_params.get("training_step")
     label = job.family if step is None else f"{job.family} step {step}"
-    run_dir = Path(storage_uri(job)) / name  # local mode only: Ray Train keeps no checkpoints
+    local_run_dir = _local_run_dir(job, name) if job.train.num_workers == 0 else None
     with shown_progress(label) as progress:  # per-batch progress from rank 0
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -98,7 +110,7 @@ def _fit_once(
                 "job": job,
                 "group": group,
                 "progress": progress,
-                "local_run_dir": str(run_dir) if job.train.num_workers == 0 else None,
+                "local_run_dir": local_run_dir,
             },
             scaling_config=scaling_for(job),
             run_config=RunConfig(

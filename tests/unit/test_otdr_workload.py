@@ -187,3 +187,18 @@ def test_registry_metrics_and_scope(settings: Settings) -> None:
     assert workload.headline_metrics == ("map_50",)
     scope = workload.eval_scope(settings, record("otdr_window"))
     assert scope == f"val:{','.join(EVENT_TYPES)}"
+
+
+def test_local_mode_refuses_a_remote_checkpoint_storage(settings: Settings) -> None:
+    from sightline.train.launcher import _local_run_dir
+
+    otdr = workload_for("otdr")
+    job = job_for(settings, otdr.training_data(settings, "otdr_window"), family="otdr_window",
+                  run_id="r")  # fmt: skip
+    local = job.model_copy(update={"train": job.train.model_copy(update={"num_workers": 0})})
+    assert _local_run_dir(local, "run").endswith("run")
+    remote = job.model_copy(
+        update={"train": local.train.model_copy(update={"storage_path": "s3://bucket/ray"})}
+    )
+    with pytest.raises(ValueError, match=r"train.storage_path must be a local path.*s3://"):
+        _local_run_dir(remote, "run")
