@@ -16,6 +16,7 @@ from rich.console import Console
 from sightline.artifacts import proposals_path, write_json
 from sightline.config import Settings
 from sightline.data.detection import DetectionSplit
+from sightline.data.layouts import find_dataset
 from sightline.data.proposals import compute_split_proposals, proposal_stats
 from sightline.stage import run_stage
 
@@ -29,8 +30,9 @@ STAGE_PARAMS = ("proposals", "detection_data")
 def stage(settings: Settings, args: argparse.Namespace) -> int:
     cfg = settings.proposals
     metrics: dict[str, float] = {}
-    for name in settings.detection_data.splits:
-        split = DetectionSplit.load(settings.detection_data, name, settings.project_root)
+    found = find_dataset(settings.detection_data, settings.project_root)
+    for name in found.split_names:
+        split = DetectionSplit(found.source(name))
         with console.status(f"selective search ({cfg.mode}) on {len(split)} {name} images ..."):
             proposals = compute_split_proposals(
                 split,

@@ -105,6 +105,36 @@ def data_voc2coco(
     console.print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}")
 
 
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="a dataset folder in any supported layout")],
+    layout: Annotated[
+        str, typer.Option("--format", help="auto, coco, roboflow, voc, labelimg or yolo")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Say what a detection dataset holds before anything trains: layout, splits, boxes per
+    class, box sizes, problems."""
+    from pydantic import ValidationError
+
+    from sightline.data.errors import DatasetError
+    from sightline.data.layouts import find_dataset
+    from sightline.data.layouts.summary import renderables, summarize
+    from sightline.data.sources import DetectionData
+
+    try:
+        found = find_dataset(DetectionData(format=layout, root=path.resolve()), Path.cwd())
+    except (DatasetError, ValidationError) as exc:
+        console.print(f"[red]cannot read {escape(str(path))}:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    summary = summarize(found)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    for item in renderables(summary):
+        console.print(item)
+
+
 @app.command()
 def validate(
     params: ParamsOption = None,

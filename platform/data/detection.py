@@ -1,4 +1,4 @@
-"""Detection splits (COCO or VOC on disk) -> a pycocotools index and a torchvision-style Dataset.
+"""Detection splits (any layout of sightline.data.layouts) -> a pycocotools index and a torchvision-style Dataset.
 
 Labels: label = 1 + position of the category id in the sorted category ids, label 0 is
 background, so non-contiguous COCO ids (1..90 with gaps) map to 1..C. Crowd annotations are kept
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 from sightline.data.coco import check_coco_index, read_coco
 from sightline.data.errors import DatasetError
 from sightline.data.sources import DetectionData
-from sightline.data.voc import voc_class_names, voc_to_coco
+from sightline.data.layouts import SplitSource, find_dataset
 
 Target = dict[str, Tensor]
 Transforms = Callable[[Tensor, Target], tuple[Tensor, Target]]
@@ -34,38 +33,14 @@ Transforms = Callable[[Tensor, Target], tuple[Tensor, Target]]
 HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": 1.0}
 
 
-@dataclass
-class SplitSource:
-    """A split's annotations as a COCO dict and the folder its `file_name`s are relative to.
-
-    `origin` names where the annotations came from, for error messages.
-    """
-
-    coco: dict[str, Any]
-    image_dir: Path
-    origin: str = "<in-memory COCO dict>"
-
-
 def load_split_source(cfg: DetectionData, split: str, project_root: Path) -> SplitSource:
-    """Read one split of the configured dataset (COCO JSON or a VOC image set)."""
-    if split not in cfg.splits:
-        raise DatasetError.at(
-            "detection_data.splits",
-            f"unknown split {split!r}; known splits: {sorted(cfg.splits)}",
-            field=split,
-        )
-    root = cfg.root if cfg.root.is_absolute() else Path(project_root) / cfg.root
-    if cfg.format == "voc":
-        # One category list over every configured split keeps category ids equal across splits.
-        names = voc_class_names(root, cfg.splits.values())
-        image_set = cfg.splits[split]
-        coco = voc_to_coco(root, image_set, names)
-        origin = str(root / "ImageSets" / "Main" / f"{image_set}.txt")
-        return SplitSource(coco=coco, image_dir=root / "JPEGImages", origin=origin)
-    annotation_file = root / cfg.splits[split]
-    return SplitSource(
-        coco=read_coco(annotation_file), image_dir=root / cfg.images, origin=str(annotation_file)
-    )
+    """One split of the configured dataset, in whichever layout it is (sightline.data.layouts)."""
+    return find_dataset(cfg, project_root).source(split)
+
+
+def split_names(cfg: DetectionData, project_root: Path) -> list[str]:
+    """The splits the configured dataset has (its own, or drawn)."""
+    return find_dataset(cfg, project_root).split_names
 
 
 def coco_index(coco: dict[str, Any]) -> COCO:

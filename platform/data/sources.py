@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class DataSection(BaseModel):
@@ -22,23 +22,37 @@ class DataSection(BaseModel):
 
 
 class DetectionData(DataSection):
-    """Where a detection dataset lives. Relative paths are resolved from `root`.
+    """Where a detection dataset lives and in which layout (sightline.data.layouts).
 
-    coco: `splits[split]` is an annotation JSON; `images` the folder its file_names are under.
-    voc:  `root` is a VOC year folder (Annotations/, JPEGImages/, ImageSets/Main/) and
-          `splits[split]` an image-set name from ImageSets/Main.
+    format: auto (found from the folder), coco, roboflow, voc, labelimg or yolo.
+    splits: optional, per format: coco -> split: annotation JSON; voc -> split: image-set name
+            (ImageSets/Main); labelimg -> split: list file of image names (.txt or .csv).
+            Empty: the splits the data has (file or folder names, image sets, data.yaml).
+    images: coco only, the folder the JSON's file_names are under (default: found).
+    split_fractions, split_seed: how splits the data does not have are drawn (all of them for
+            an unsplit dataset; val/test out of train when only those are missing).
+    Relative paths are resolved from `root`.
     """
 
-    format: Literal["coco", "voc"] = "coco"
+    format: Literal["auto", "coco", "roboflow", "voc", "labelimg", "yolo"] = "auto"
     root: Path = Path("data/detection")
-    images: str = "images"
-    splits: dict[str, str] = Field(
-        default_factory=lambda: {
-            "train": "annotations/train.json",
-            "val": "annotations/val.json",
-            "test": "annotations/test.json",
-        }
+    images: str | None = None
+    splits: dict[str, str] = Field(default_factory=dict)
+    split_fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
     )
+    split_seed: int = 0
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_are_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if "train" not in value or value["train"] <= 0:
+            raise ValueError("needs a positive `train` share")
+        if any(share < 0 for share in value.values()):
+            raise ValueError(f"shares must not be negative, got {value}")
+        if abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"shares must add up to 1, got {sum(value.values()):.4g}")
+        return value
 
 
 class OTDRData(DataSection):

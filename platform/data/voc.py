@@ -11,7 +11,7 @@ Image ids are 1-based positions in the image-set file; category ids are 1-based 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +56,29 @@ def voc_to_coco(
     pass the names (e.g. from `voc_class_names` over all splits) to keep ids equal across splits.
     """
     voc_root = Path(voc_root)
-    stems = read_image_set(voc_root, image_set)
-    parsed = [(stem, parse_voc_xml(annotation_path(voc_root, stem))) for stem in stems]
+    files = [annotation_path(voc_root, stem) for stem in read_image_set(voc_root, image_set)]
+    return xml_files_to_coco(
+        files, lambda xml, voc: voc["filename"] or f"{xml.stem}.jpg", class_names
+    )
+
+
+def xml_files_to_coco(
+    xml_files: list[Path],
+    image_name: Callable[[Path, dict[str, Any]], str],
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """VOC XML files -> one COCO dict; image ids are 1-based positions in `xml_files`,
+    `image_name(xml_path, parsed)` gives each image's file_name."""
+    parsed = [(path, parse_voc_xml(path)) for path in xml_files]
     names = class_names if class_names is not None else _object_names(p for _, p in parsed)
     category_id = {name: index + 1 for index, name in enumerate(names)}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for image_id, (stem, voc) in enumerate(parsed, start=1):
+    for image_id, (path, voc) in enumerate(parsed, start=1):
         images.append(
             {
                 "id": image_id,
-                "file_name": voc["filename"] or f"{stem}.jpg",
+                "file_name": image_name(path, voc),
                 "width": voc["width"],
                 "height": voc["height"],
             }
@@ -74,7 +86,7 @@ def voc_to_coco(
         for index, obj in enumerate(voc["objects"]):
             if obj["name"] not in category_id:
                 raise DatasetError.at(
-                    annotation_path(voc_root, stem),
+                    path,
                     f"class {obj['name']!r} is not one of {names}",
                     record=f"object #{index}",
                     field="name",

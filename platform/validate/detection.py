@@ -1,4 +1,5 @@
-"""Great Expectations suites for a detection dataset (COCO; VOC is read as COCO by sightline.data).
+"""Great Expectations suites for a detection dataset (any layout; sightline.data.layouts reads
+it as COCO).
 
 Four tables are checked, each with its own ExpectationSuite run on an in-memory pandas batch:
   splits      one row per requested split: its annotation file was readable, it has images
@@ -16,8 +17,8 @@ from pathlib import Path
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from sightline.data.detection import load_split_source
 from sightline.data.errors import DatasetError
+from sightline.data.layouts import find_dataset
 from sightline.data.sources import DetectionData
 from sightline.validate.report import ValidationReport
 from sightline.validate.suites import EITHER_MISSING, SuiteSet, TableSuite, is_true
@@ -151,16 +152,35 @@ def load_tables(
     cfg: DetectionData, project_root: Path, splits: list[str]
 ) -> tuple[pd.DataFrame, DetectionTables]:
     """The per-split status table and the concatenated tables of every readable split."""
+    try:
+        found = find_dataset(cfg, project_root)
+    except DatasetError as exc:  # no layout could be read at all: every split is unreadable
+        rows = [{"split": s, "readable": False, "error": str(exc)} for s in splits]
+        return pd.DataFrame(rows, columns=SPLIT_COLUMNS), DetectionTables.concat([])
     status_rows, parts = [], []
     for split in splits:
-        row = {"split": split, "annotation_file": cfg.splits.get(split), "readable": True}
         try:
-            source = load_split_source(cfg, split, project_root)
+            source = found.source(split)
         except DatasetError as exc:
             # No image count: an unreadable split fails "readable", not also "has images".
-            status_rows.append({**row, "readable": False, "error": str(exc)})
+            status_rows.append(
+                {
+                    "split": split,
+                    "annotation_file": cfg.splits.get(split, exc.file),
+                    "readable": False,
+                    "error": str(exc),
+                }
+            )
             continue
         part = split_tables(split, source.coco, source.image_dir)
         parts.append(part)
-        status_rows.append({**row, "image_count": len(part.images), "box_count": len(part.boxes)})
+        status_rows.append(
+            {
+                "split": split,
+                "annotation_file": source.origin,
+                "readable": True,
+                "image_count": len(part.images),
+                "box_count": len(part.boxes),
+            }
+        )
     return pd.DataFrame(status_rows, columns=SPLIT_COLUMNS), DetectionTables.concat(parts)
