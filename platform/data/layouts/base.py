@@ -16,26 +16,17 @@ names none. `finish` turns Parts into the dataset the pipeline reads:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sightline.data.errors import DatasetError
+from sightline.data.splits import draw_by_fraction
+from sightline.data.splits import split_alias as split_alias  # re-exported for the readers
 
 UNSPLIT = "all"
 PIPELINE_SPLITS = ("train", "val", "test")  # what the stages train, register and benchmark on
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# Split folder and file names people use, -> ours.
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-    "testing": "test",
-}
 
 
 @dataclass
@@ -87,10 +78,6 @@ class FoundDataset:
         return [*self.splits, *self.errors]
 
 
-def split_alias(name: str) -> str | None:
-    return SPLIT_ALIASES.get(name.lower())
-
-
 def image_files(folder: Path) -> list[Path]:
     """Image files under a folder, recursively, sorted (the order ids are given in)."""
     return sorted(
@@ -121,9 +108,7 @@ def finish(
             sources.update(draw_splits(sources["train"], wanted, seed))
             drawn = missing
     sources, dropped = one_category_list(sources, parts.root)
-    return FoundDataset(
-        parts.format, parts.root, sources, drawn, dropped, parts.notes, errors
-    )
+    return FoundDataset(parts.format, parts.root, sources, drawn, dropped, parts.notes, errors)
 
 
 def draw_splits(
@@ -132,24 +117,11 @@ def draw_splits(
     """Split a pool's images by fraction. Images are ordered by a hash of (seed, file name), so
     the draw does not depend on the order files were listed in; every split with a positive
     fraction gets at least one image when there are enough."""
-    images = sorted(
-        pool.coco["images"],
-        key=lambda im: hashlib.sha256(f"{seed}:{im['file_name']}".encode()).hexdigest(),
-    )
-    names = [name for name, share in fractions.items() if share > 0]
-    total = sum(fractions[n] for n in names)
-    counts = [round(len(images) * fractions[n] / total) for n in names]
-    if len(images) >= len(names):
-        counts = [max(1, c) for c in counts]
-    while sum(counts) > len(images):  # rounding up: take back from the largest split
-        counts[counts.index(max(counts))] -= 1
-    counts[0] += len(images) - sum(counts)  # rounding down: the first split (train) keeps it
-    out, start = {}, 0
-    for name, count in zip(names, counts, strict=True):
-        chosen = images[start : start + count]
-        start += count
-        out[name] = subset(pool, chosen, f"{pool.origin} (split {name!r} drawn, seed {seed})")
-    return out
+    drawn = draw_by_fraction(pool.coco["images"], lambda im: im["file_name"], fractions, seed)
+    return {
+        name: subset(pool, chosen, f"{pool.origin} (split {name!r} drawn, seed {seed})")
+        for name, chosen in drawn.items()
+    }
 
 
 def subset(pool: SplitSource, images: list[dict[str, Any]], origin: str) -> SplitSource:
