@@ -137,6 +137,11 @@ class Trace:
         """Length of fibre the pulse covers at once (the width of an event it draws)."""
         return self.pulse_width_ns * 1e-9 * SPEED_OF_LIGHT_M_PER_S / (2 * self.group_index)
 
+    @property
+    def pulse_event_samples(self) -> float:
+        """How many samples an event given by position only spans: one pulse, at least two."""
+        return max(2.0, self.pulse_extent_m / self.resolution_m)
+
     def targets(self) -> dict[str, np.ndarray]:
         """The models' training target: segments (N, 2) float32 in samples, labels (N,) int64."""
         segments = np.array([[e.start, e.end] for e in self.events], dtype=np.float32)
@@ -160,7 +165,7 @@ def save_split(traces: Sequence[Trace], out_dir: Path, split: str) -> tuple[Path
         "format_version": SPLIT_FORMAT_VERSION,
         "split": split,
         "event_types": list(EVENT_TYPES),
-        "traces": [_trace_record(t) for t in traces],
+        "traces": [trace_record(t) for t in traces],
     }
     text = json.dumps(meta, sort_keys=True, separators=(",", ":")) + "\n"
     tmp = meta_path.with_name(f".{meta_path.name}.tmp")
@@ -186,7 +191,8 @@ def load_split(root: Path, split: str) -> list[Trace]:
     return traces
 
 
-def _trace_record(trace: Trace) -> dict[str, Any]:
+def trace_record(trace: Trace) -> dict[str, Any]:
+    """The JSON record `save_split` stores for a trace (metadata and events; samples apart)."""
     return {
         "trace_id": trace.trace_id,
         "num_samples": len(trace.samples),

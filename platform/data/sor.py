@@ -498,7 +498,7 @@ def events_from_key_events(trace: Trace) -> list[Event]:
     face_plate, the rest pass_through. Each spans one pulse; the launch event at the first
     sample is not one of the four types and is left out.
     """
-    width = max(2.0, trace.pulse_extent_m / trace.resolution_m)
+    width = trace.pulse_event_samples
     events = []
     for key in trace.key_events:
         start = key.position_m / trace.resolution_m

@@ -8,9 +8,27 @@ Settings from here: the dependency points one way, config -> data, never back.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _fractions_are_shares(value: dict[str, float]) -> dict[str, float]:
+    if "train" not in value or value["train"] <= 0:
+        raise ValueError("needs a positive `train` share")
+    if any(share < 0 for share in value.values()):
+        raise ValueError(f"shares must not be negative, got {value}")
+    if abs(sum(value.values()) - 1.0) > 1e-6:
+        raise ValueError(f"shares must add up to 1, got {sum(value.values()):.4g}")
+    return value
+
+
+# How a dataset without splits of its own is drawn into splits (sightline.data.splits).
+SplitFractions = Annotated[dict[str, float], AfterValidator(_fractions_are_shares)]
+
+
+def default_split_fractions() -> dict[str, float]:
+    return {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 class DataSection(BaseModel):
@@ -38,29 +56,27 @@ class DetectionData(DataSection):
     root: Path = Path("data/detection")
     images: str | None = None
     splits: dict[str, str] = Field(default_factory=dict)
-    split_fractions: dict[str, float] = Field(
-        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
-    )
+    split_fractions: SplitFractions = Field(default_factory=default_split_fractions)
     split_seed: int = 0
-
-    @field_validator("split_fractions")
-    @classmethod
-    def _fractions_are_shares(cls, value: dict[str, float]) -> dict[str, float]:
-        if "train" not in value or value["train"] <= 0:
-            raise ValueError("needs a positive `train` share")
-        if any(share < 0 for share in value.values()):
-            raise ValueError(f"shares must not be negative, got {value}")
-        if abs(sum(value.values()) - 1.0) > 1e-6:
-            raise ValueError(f"shares must add up to 1, got {sum(value.values()):.4g}")
-        return value
 
 
 class OTDRData(DataSection):
-    """A trace dataset: `<root>/<split>.json` (labels, metadata) + `<root>/<split>.npz` (samples),
-    as `sightline data synth` writes and `sightline.data.otdr.save_split` documents."""
+    """A trace dataset, in one of two layouts (sightline.data.otdr_sor_folder.load_trace_split):
 
+    format npz: `<root>/<split>.json` (labels, metadata) + `<root>/<split>.npz` (samples), as
+            `sightline data synth` writes and `sightline.data.otdr.save_split` documents.
+    format sor: `root` is a folder of Telcordia .sor files (searched recursively). Splits are its
+            train/ val/ test/ sub-folders if it has them, else drawn per file by
+            `split_fractions` and `split_seed`. Labels: each file's KeyEvents table, or
+            `labels`, a CSV (relative to root) with columns file, type, position_m[, extent_m].
+    """
+
+    format: Literal["npz", "sor"] = "npz"
     root: Path = Path("data/otdr")
     splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
+    labels: str | None = None
+    split_fractions: SplitFractions = Field(default_factory=default_split_fractions)
+    split_seed: int = 0
 
 
 class IdentityData(DataSection):

@@ -1,7 +1,10 @@
-"""Great Expectations suites for an OTDR trace dataset (`<split>.json` + `<split>.npz`).
+"""Great Expectations suites for an OTDR trace dataset (`<split>.json` + `<split>.npz`, or a
+folder of .sor files: `otdr_data.format`).
 
-The split files are read raw (not through `load_split`, which stops at the first bad record),
-flattened into three tables and checked with the shared GX machinery (suites.py):
+The npz split files are read raw (not through `load_split`, which stops at the first bad
+record); .sor files are read and labelled one by one as training reads them (a file that does
+not read fails its split's "readable" check, named). Both are flattened into three tables and
+checked with the shared GX machinery (suites.py):
   splits  one row per requested split: both files readable, the offsets cut the samples into
           the listed traces, the split has traces
   traces  trace ids present and unique; samples finite; a monotone distance axis (sample k of
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,10 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from sightline.data.otdr import EVENT_TYPES
+from sightline.data.errors import DatasetError
+from sightline.data.otdr import EVENT_TYPES, trace_record
+from sightline.data.otdr_sor_folder import SorFolder, data_root
+from sightline.data.sor import SorError
 from sightline.data.sources import OTDRData
 from sightline.validate.report import ValidationReport
 from sightline.validate.suites import EITHER_MISSING, SuiteSet, TableSuite, is_true
@@ -134,8 +141,10 @@ SUITE_SET = SuiteSet(
 
 def validate_otdr_dataset(cfg: OTDRData, project_root: Path, splits: list[str]) -> ValidationReport:
     """Check the requested splits of a trace dataset; never raises for bad data."""
-    root = cfg.root if cfg.root.is_absolute() else project_root / cfg.root
-    frames = load_tables(root, splits)
+    root = data_root(cfg, project_root)
+    frames = (
+        load_tables(root, splits) if cfg.format == "npz" else load_sor_tables(cfg, root, splits)
+    )
     results = SUITE_SET.run_all(frames)
     return ValidationReport(
         dataset="otdr",
@@ -158,14 +167,53 @@ class _Unreadable(Exception):
 
 
 def load_tables(root: Path, splits: list[str]) -> dict[str, pd.DataFrame]:
-    """The splits, traces and events tables of the requested splits under `root`."""
+    """The splits, traces and events tables of the requested splits of the npz layout."""
+    return _tables(splits, lambda split: _read_raw(root, split), lambda s: f"{s}.json, {s}.npz")
+
+
+def load_sor_tables(cfg: OTDRData, root: Path, splits: list[str]) -> dict[str, pd.DataFrame]:
+    """The same tables for a folder of .sor files: each split's files read and labelled as
+    training reads them; every file that does not read is named in its split's error."""
+    return _tables(
+        splits,
+        lambda split: _read_sor_split(cfg, root, split),
+        lambda split: f".sor files of split {split!r} under {root}",
+    )
+
+
+def _read_sor_split(cfg: OTDRData, root: Path, split: str) -> _RawSplit:
+    try:
+        folder = SorFolder.open(cfg, root)
+        labels = folder.labels()
+        names = folder.split_files(split)
+    except (DatasetError, SorError) as exc:
+        raise _Unreadable(str(exc)) from None
+    traces, problems = [], []
+    for name in names:
+        try:
+            traces.append(folder.trace(name, labels))
+        except (DatasetError, SorError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise _Unreadable("; ".join(problems))
+    lengths = [len(t.samples) for t in traces]
+    return _RawSplit(
+        records=[trace_record(t) for t in traces],
+        samples=np.concatenate([t.samples for t in traces]) if traces else np.zeros(0, np.float32),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+    )
+
+
+def _tables(
+    splits: list[str], read: Callable[[str], _RawSplit], files: Callable[[str], str]
+) -> dict[str, pd.DataFrame]:
     split_rows: list[dict[str, Any]] = []
     trace_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     for split in splits:
-        row = {"split": split, "files": f"{split}.json, {split}.npz", "readable": True}
+        row = {"split": split, "files": files(split), "readable": True}
         try:
-            raw = _read_raw(root, split)
+            raw = read(split)
         except _Unreadable as exc:
             # No trace count: an unreadable split fails "readable", not also "has traces".
             split_rows.append({**row, "readable": False, "error": str(exc)})

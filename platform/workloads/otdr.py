@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from sightline.artifacts import ModelRecord
 from sightline.config import Settings
-from sightline.data.otdr import EVENT_TYPES, LABEL_OF_TYPE, NUM_CLASSES, Trace, load_split
+from sightline.data.otdr import EVENT_TYPES, LABEL_OF_TYPE, NUM_CLASSES, Trace
+from sightline.data.otdr_sor_folder import load_trace_split
 from sightline.data.sources import OTDRData
 from sightline.evaluate.otdr import evaluate_traces
 from sightline.train.job import TrainingData, TrainJob, expect
@@ -33,7 +34,7 @@ REGISTRY_METRICS = (
 
 
 def load_traces(settings: Settings, split: str) -> list[Trace]:
-    return load_split(settings.path(settings.otdr_data.root), split)
+    return load_trace_split(settings.otdr_data, split, settings.project_root)
 
 
 def trace_dataset(job: TrainJob) -> Dataset:
@@ -41,8 +42,7 @@ def trace_dataset(job: TrainJob) -> Dataset:
     from sightline.data.otdr_dataset import TraceDataset
 
     data = expect(job.data, OTDRData, "the job's data section")
-    root = data.root if data.root.is_absolute() else job.project_root / data.root
-    return TraceDataset.load(root, "train")
+    return TraceDataset(load_trace_split(data, "train", job.project_root))
 
 
 def trace_collate(batch: list[Any]) -> TargetsBatch:
