@@ -92,7 +92,8 @@ class SorFolder:
             }
             return cls(cfg, root, splits, from_folders=True)
         drawn = draw_by_fraction(files, str, cfg.split_fractions, cfg.split_seed)
-        return cls(cfg, root, drawn, from_folders=False)
+        splits = {name: drawn.get(name, []) for name in cfg.split_fractions}  # a 0 share: empty
+        return cls(cfg, root, splits, from_folders=False)
 
     @property
     def files(self) -> list[str]:
