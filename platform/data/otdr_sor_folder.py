@@ -172,7 +172,11 @@ def read_label_csv(path: Path, files: set[str]) -> dict[str, list[LabelRow]]:
     rows: dict[str, list[LabelRow]] = {}
     for raw in reader:
         where = f"line {reader.line_num}"
-        values = {key: (value or "").strip() for key, value in raw.items() if key is not None}
+        if None in raw:  # DictReader's key for values past the header's columns
+            raise DatasetError.at(
+                path, f"more values than the header's {len(header)} columns", record=where
+            )
+        values = {key: (value or "").strip() for key, value in raw.items()}
         name = values["file"]
         if not name:
             raise DatasetError.at(path, "empty file name", record=where, field="file")

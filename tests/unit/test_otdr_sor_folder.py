@@ -150,10 +150,11 @@ def test_sidecar_csv_labels(tmp_path: Path) -> None:
         ("train/a.sor,pass_through,5,0\n", 2, "extent_m", "must be > 0"),
         ("train/a.sor,pass_through,5,wide\n", 2, "extent_m", "not a finite number"),
         ("train/a.sor,fiber_cut,999999,\n", 2, "position_m", "past the end of train/a.sor"),
+        ("train/a.sor,fiber_cut,5,1,extra\n", 2, None, "more values than the header's 4"),
     ],
 )
 def test_every_bad_csv_row_is_named(
-    tmp_path: Path, rows: str, line: int, field: str, problem: str
+    tmp_path: Path, rows: str, line: int, field: str | None, problem: str
 ) -> None:
     write_folder(tmp_path, ["train/a.sor"])
     write_labels(tmp_path, "file,type,position_m,extent_m\n" + rows)
