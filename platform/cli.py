@@ -109,21 +109,30 @@ def data_voc2coco(
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="a dataset folder in any supported layout")],
     layout: Annotated[
-        str, typer.Option("--format", help="auto, coco, roboflow, voc, labelimg or yolo")
+        str,
+        typer.Option("--format", help="auto, coco, roboflow, voc, labelimg, yolo, or sor (OTDR)"),
     ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Say what a detection dataset holds before anything trains: layout, splits, boxes per
-    class, box sizes, problems."""
+    """Say what a dataset holds before anything trains: a detection dataset's layout, splits,
+    boxes per class, box sizes and problems; or a folder of OTDR .sor files."""
     from pydantic import ValidationError
 
     from sightline.data.errors import DatasetError
     from sightline.data.layouts import find_dataset
     from sightline.data.layouts.summary import renderables, summarize
-    from sightline.data.sources import DetectionData
+    from sightline.data.otdr_sor_folder import describe_sor_folder
+    from sightline.data.sources import DetectionData, OTDRData
 
+    root = path.resolve()
+    if layout == "sor" or (layout == "auto" and _holds_sor_files(root)):
+        described = describe_sor_folder(OTDRData(format="sor", root=root), Path.cwd())
+        lines = [f"{key}: {value}" for key, value in described.items() if key != "problems"]
+        lines += [f"problem: {p}" for p in described["problems"]] or ["no problems found"]
+        typer.echo(json.dumps(described, indent=2) if as_json else "\n".join(lines))
+        return
     try:
-        found = find_dataset(DetectionData(format=layout, root=path.resolve()), Path.cwd())
+        found = find_dataset(DetectionData(format=layout, root=root), Path.cwd())
     except (DatasetError, ValidationError) as exc:
         console.print(f"[red]cannot read {escape(str(path))}:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -133,6 +142,10 @@ def data_inspect(
         return
     for item in renderables(summary):
         console.print(item)
+
+
+def _holds_sor_files(root: Path) -> bool:
+    return root.is_dir() and any(p.suffix.lower() == ".sor" for p in root.rglob("*"))
 
 
 @app.command()

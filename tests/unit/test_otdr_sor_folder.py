@@ -4,6 +4,7 @@ real-instrument lengths. Every .sor file here is written by write_sor from simul
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -263,6 +264,18 @@ def test_describe_sor_folder_counts_what_it_found(archive: Path, tmp_path: Path)
     bad = describe_sor_folder(OTDRData(format="sor", root=tmp_path / "copy"), tmp_path)
     assert len(bad["problems"]) == 1 and "bad.sor" in bad["problems"][0]
     assert sum(bad["files_per_split"].values()) == 11
+
+
+def test_data_inspect_finds_a_sor_folder_by_itself(archive: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sightline.cli import app
+
+    result = CliRunner().invoke(app, ["data", "inspect", str(archive)])
+    assert result.exit_code == 0, result.output
+    assert "format: sor" in result.output and "files_per_split" in result.output
+    as_json = CliRunner().invoke(app, ["data", "inspect", str(archive), "--json"])
+    assert json.loads(as_json.output)["files_per_split"]["train"] == 8
 
 
 @pytest.mark.skipif(not REAL_FILES.is_dir(), reason=f"real .sor files not at {REAL_FILES}")
