@@ -57,12 +57,12 @@ The fixed cost per `fit()` is Ray Train's own: starting its controller and worke
 worker building dataset and model, persisting the epoch's checkpoint to the run's storage,
 tearing the group down (this run does not split it further, and it swings with the machine's
 load). Most of it is process start: every worker imports torch, Ray and the model code, so the
-stack must be byte-compiled (`make install` does it; with PYTHONDONTWRITEBYTECODE set and no
-.pyc files the same fit cost 101 s, every worker compiling from source). It is paid once per
-training (once per step of a multi-step schedule), so it dominates one-epoch trainings like these
-and Tune trials, and fades as epochs grow. Two workers are bounded by the free cores (Ray's own
-processes share them) as well as by gloo's all-reduce on CPU. The breakdown is the last bare
-repeat.
+stack must be byte-compiled (`make install` does it; the previous run of this bench, without
+.pyc files under PYTHONDONTWRITEBYTECODE and on a loaded machine, measured 101 s). It is paid
+once per training (once per step of a multi-step schedule), so it dominates one-epoch trainings
+like these and Tune trials, and fades as epochs grow. Two workers are bounded by the free
+cores (Ray's own processes share them) as well as by gloo's all-reduce on CPU. The breakdown is
+the last bare repeat.
 """
 
 
