@@ -27,11 +27,11 @@ from PIL import Image
 
 from sightline.config import load_settings
 from sightline.data.synth.detection import generate
-from tests.conftest import REPO_ROOT
 from tests.integration.cluster import LocalCluster, local_cluster  # noqa: F401 (fixture)
+from tests.integration.dvc_project import copy_project_code
 from tests.integration.serving import free_port, served_app
 from tests.integration.test_dvc_status import dvc
-from tests.integration.test_pipeline_dvc import DETECTION_CHAIN, PROJECT_DIRS, PROJECT_FILES
+from tests.integration.test_pipeline_dvc import DETECTION_CHAIN
 from tests.integration.tiny import tiny_params, write_params
 from tests.unit.test_retrain import GIT_ENV, git, retrain_runs, summary
 
@@ -108,10 +108,7 @@ def test_scheduled_retraining_end_to_end(
 
     root = tmp_path / "project"
     root.mkdir()
-    for name in PROJECT_FILES:
-        shutil.copy(REPO_ROOT / name, root / name)
-    for name in PROJECT_DIRS:
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project_code(root)
     port = free_port()
     params = tiny_params(
         epochs=3, num_workers=2, threads_per_worker=1, storage_path=str(local_cluster.storage)

@@ -5,10 +5,6 @@ registered by `dvc repro register_otdr@otdr_detector`, in a temp git + DVC proje
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +13,19 @@ from mlflow import MlflowClient
 from sightline.data.sor import write_sor
 from sightline.data.synth.otdr import simulate_trace
 from sightline.data.synth.params import SynthOTDR
-from tests.conftest import REPO_ROOT
+from tests.integration.dvc_project import (
+    BIN_DIR,
+    copy_project_code,
+    init_repo,
+    project_env,
+    run_command,
+)
 from tests.integration.tiny import tiny_params, write_params
 from tests.unit.test_otdr_models import TINY
 
-PROJECT_FILES = ["dvc.yaml", ".dvcignore"]
-PROJECT_DIRS = ["platform", "models", "pipelines", "bench"]
 FAMILY = "otdr_detector"
 ARCHIVE = "data/archive"
 TRACES = SynthOTDR(num_samples=(1024, 1536), events_per_trace=(1, 3))
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
 def write_archive(root: Path, count: int) -> None:
@@ -42,12 +38,7 @@ def write_archive(root: Path, count: int) -> None:
 def test_a_folder_of_sor_files_trains_and_evaluates_through_dvc_repro(
     tmp_path: Path, ray_cluster: str
 ) -> None:
-    for name in PROJECT_FILES:
-        shutil.copy(REPO_ROOT / name, tmp_path / name)
-    for name in PROJECT_DIRS:
-        shutil.copytree(
-            REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
-        )
+    copy_project_code(tmp_path)
     params = tiny_params()
     params["otdr_data"] = {"format": "sor", "root": ARCHIVE, "splits": ["train", "val", "test"]}
     params["otdr"]["families"] = [FAMILY]
@@ -57,25 +48,10 @@ def test_a_folder_of_sor_files_trains_and_evaluates_through_dvc_repro(
     }
     write_params(tmp_path, params)
     write_archive(tmp_path / ARCHIVE, 10)
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "RAY_ADDRESS": ray_cluster,
-        "DVC_NO_ANALYTICS": "1",
-    }
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    for cmd in (
-        ["git", "init", "-q"],
-        [*git, "commit", "-q", "--allow-empty", "-m", "init"],
-        [f"{bin_dir}/dvc", "init", "-q"],
-        [f"{bin_dir}/dvc", "add", "-q", "data"],
-    ):
-        done = _run(cmd, tmp_path, env)
-        assert done.returncode == 0, done.stderr
+    env = project_env(tmp_path, ray_cluster)
+    init_repo(tmp_path, env)
 
-    repro = _run([f"{bin_dir}/dvc", "repro", f"register_otdr@{FAMILY}"], tmp_path, env)
+    repro = run_command([f"{BIN_DIR}/dvc", "repro", f"register_otdr@{FAMILY}"], tmp_path, env)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
 
     validation = json.loads((tmp_path / "reports/validation/otdr.json").read_text())

@@ -4,11 +4,6 @@ second `dvc repro`, and a broken dataset that stops the pipeline without losing 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -16,62 +11,33 @@ from mlflow import MlflowClient
 from sightline.config import load_settings
 from sightline.data.synth.detection import generate
 from sightline.evaluate.coco import SUMMARY_NAMES
-from tests.conftest import REPO_ROOT
+from tests.integration.dvc_project import (
+    BIN_DIR,
+    copy_project_code,
+    init_repo,
+    project_env,
+    run_command,
+)
 from tests.integration.tiny import tiny_params, write_params
 
-# What dvc.yaml's stages depend on, copied so the temp project is a self-contained repo.
-PROJECT_FILES = ["dvc.yaml", ".dvcignore"]
 # The detection chain's last stage: `dvc repro` of it runs validate ... register@faster_rcnn.
 DETECTION_CHAIN = "bench_detectors"
-PROJECT_DIRS = ["platform", "models", "pipelines", "bench"]
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str):
     root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        shutil.copy(REPO_ROOT / name, root / name)
-    for name in PROJECT_DIRS:
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project_code(root)
     settings = load_settings(write_params(root, tiny_params(num_workers=1)))
     generate(settings.path(settings.detection_data.root), settings.synth.detection)
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "RAY_ADDRESS": ray_cluster,
-        "DVC_NO_ANALYTICS": "1",
-    }
-    for cmd in (
-        ["git", "init", "-q"],
-        [
-            "git",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "user.name=t",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "init",
-        ],
-        [f"{bin_dir}/dvc", "init", "-q"],
-        [f"{bin_dir}/dvc", "add", "-q", "data"],
-    ):
-        done = _run(cmd, root, env)
-        assert done.returncode == 0, done.stderr
-    return root, env, bin_dir
+    env = project_env(root, ray_cluster)
+    init_repo(root, env)
+    return root, env, BIN_DIR
 
 
 def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
     root, env, bin_dir = project
-    first = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
+    first = run_command([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # A quiet console: the log file's path and one line per epoch, none of Ray's chatter.
     console = first.stdout + first.stderr
@@ -101,7 +67,7 @@ def test_repro_trains_evaluates_registers_then_is_a_no_op(project) -> None:
     champion = client.get_model_version_by_alias("sightline-detector", "champion")
     assert champion.tags["family"] == "faster_rcnn" and champion.run_id == run.info.run_id
 
-    second = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
+    second = run_command([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert second.returncode == 0, second.stderr
     assert "Data and pipelines are up to date" in second.stdout
     assert len(client.search_runs([experiment.experiment_id])) == 2, "no new run on a no-op"
@@ -115,7 +81,7 @@ def test_a_broken_dataset_stops_at_validate_and_loses_nothing(project) -> None:
     coco["annotations"][0]["bbox"][2] = 0  # zero-width box
     annotations.write_text(json.dumps(coco))
 
-    broken = _run([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
+    broken = run_command([f"{bin_dir}/dvc", "repro", DETECTION_CHAIN], root, env)
     assert broken.returncode != 0
     output = broken.stdout + broken.stderr
     assert "validate" in output and "failed" in output.lower()

@@ -26,8 +26,9 @@ from sightline.retrain.job import EXPERIMENT, RetrainOptions
 from sightline.retrain.schedule import JOB_ID, ScheduleError, build_scheduler, cron_trigger
 from sightline.retrain.submit import SubmitError, entrypoint, job_address
 from tests.conftest import REPO_ROOT
+from tests.integration.dvc_project import PROJECT_FILES
 from tests.integration.test_dvc_status import commit_placeholders, dvc
-from tests.integration.test_pipeline_dvc import DETECTION_CHAIN, PROJECT_FILES
+from tests.integration.test_pipeline_dvc import DETECTION_CHAIN
 from tests.integration.tiny import tiny_params, write_params
 
 BIN = Path(sys.executable).parent
