@@ -159,7 +159,7 @@ def load_identity_splits(
     """The configured dataset's records and its identity splits, as every stage computes them
     (train, γ calibration, evaluation, validation): `min_unseen_images` is the largest number
     of enrolled templates plus one query."""
-    root = cfg.root if cfg.root.is_absolute() else Path(project_root) / cfg.root
+    root = cfg.resolved_root(project_root)
     records = read_identity_folders(root)
     splits = split_by_identity(
         records,

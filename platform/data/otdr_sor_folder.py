@@ -42,16 +42,12 @@ OPTIONAL_LABEL_COLUMNS = ("extent_m",)
 def load_trace_split(cfg: OTDRData, split: str, project_root: Path) -> list[Trace]:
     """The traces of one split, in the layout `cfg.format` names; bad data raises
     DatasetError or SorError naming the file, record and field."""
-    root = data_root(cfg, project_root)
+    root = cfg.resolved_root(project_root)
     if cfg.format == "npz":
         return load_split(root, split)
     folder = SorFolder.open(cfg, root)
     labels = folder.labels()
     return [folder.trace(name, labels) for name in folder.split_files(split)]
-
-
-def data_root(cfg: OTDRData, project_root: Path) -> Path:
-    return cfg.root if cfg.root.is_absolute() else Path(project_root) / cfg.root
 
 
 @dataclass(frozen=True)
@@ -241,7 +237,7 @@ def _event(trace: Trace, row: LabelRow, csv_path: Path | None, name: str) -> Eve
 def describe_sor_folder(cfg: OTDRData, project_root: Path) -> dict[str, Any]:
     """What a `format: sor` dataset holds, for `sightline data inspect`; never raises for bad
     files: they are listed under `problems`."""
-    root = data_root(cfg, project_root)
+    root = cfg.resolved_root(project_root)
     summary: dict[str, Any] = {"format": "sor", "root": str(root), "problems": []}
     try:
         folder = SorFolder.open(cfg, root)

@@ -38,6 +38,10 @@ class DataSection(BaseModel):
 
     root: Path
 
+    def resolved_root(self, project_root: Path) -> Path:
+        """`root`, a relative one taken from the project root (where params.yaml is)."""
+        return self.root if self.root.is_absolute() else Path(project_root) / self.root
+
 
 class DetectionData(DataSection):
     """Where a detection dataset lives and in which layout (sightline.data.layouts).

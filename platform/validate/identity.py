@@ -99,7 +99,7 @@ def validate_identity_dataset(
 def load_tables(
     cfg: IdentityData, project_root: Path, min_unseen_images: int
 ) -> dict[str, pd.DataFrame]:
-    root = cfg.root if cfg.root.is_absolute() else Path(project_root) / cfg.root
+    root = cfg.resolved_root(project_root)
     status = {"root": str(root), "readable": True, "error": None}
     records: list[IdentityRecord] = []
     split_of: dict[str, str] = {}

@@ -30,7 +30,7 @@ import pandas as pd
 
 from sightline.data.errors import DatasetError
 from sightline.data.otdr import EVENT_TYPES, trace_record
-from sightline.data.otdr_sor_folder import SorFolder, data_root
+from sightline.data.otdr_sor_folder import SorFolder
 from sightline.data.sor import SorError
 from sightline.data.sources import OTDRData
 from sightline.validate.report import ValidationReport
@@ -141,7 +141,7 @@ SUITE_SET = SuiteSet(
 
 def validate_otdr_dataset(cfg: OTDRData, project_root: Path, splits: list[str]) -> ValidationReport:
     """Check the requested splits of a trace dataset; never raises for bad data."""
-    root = data_root(cfg, project_root)
+    root = cfg.resolved_root(project_root)
     frames = (
         load_tables(root, splits) if cfg.format == "npz" else load_sor_tables(cfg, root, splits)
     )

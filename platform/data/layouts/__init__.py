@@ -49,10 +49,6 @@ READERS: dict[str, Callable[[Path, DetectionData], Parts]] = {
 __all__ = ["READERS", "FoundDataset", "SplitSource", "detect_format", "find_dataset"]
 
 
-def dataset_root(cfg: DetectionData, project_root: Path) -> Path:
-    return cfg.root if cfg.root.is_absolute() else Path(project_root) / cfg.root
-
-
 def detect_format(root: Path) -> str:
     """The layout of a folder; the most specific marker wins (a YOLO or Roboflow export may
     also hold loose JSON or XML files)."""
@@ -79,7 +75,7 @@ def detect_format(root: Path) -> str:
 
 def find_dataset(cfg: DetectionData, project_root: Path) -> FoundDataset:
     """Read the configured detection dataset: every split, as COCO dicts."""
-    root = dataset_root(cfg, project_root)
+    root = cfg.resolved_root(project_root)
     fmt = cfg.format
     if fmt == "auto":
         # Splits given as annotation files say the layout themselves.
