@@ -38,11 +38,6 @@ def load_split_source(cfg: DetectionData, split: str, project_root: Path) -> Spl
     return find_dataset(cfg, project_root).source(split)
 
 
-def split_names(cfg: DetectionData, project_root: Path) -> list[str]:
-    """The splits the configured dataset has (its own, or drawn)."""
-    return find_dataset(cfg, project_root).split_names
-
-
 def coco_index(coco: dict[str, Any]) -> COCO:
     """A pycocotools COCO object over an in-memory dict (no file read, no console chatter)."""
     index = COCO()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from sightline.data.errors import DatasetError
 from sightline.data.layouts import find_dataset
+from sightline.data.layouts.base import PIPELINE_SPLITS
 from sightline.data.sources import DetectionData
 from sightline.validate.report import ValidationReport
 from sightline.validate.suites import EITHER_MISSING, SuiteSet, TableSuite, is_true
@@ -120,9 +121,10 @@ SUITE_SET = SuiteSet("detection", SUITES)
 
 
 def validate_detection_dataset(
-    cfg: DetectionData, project_root: Path, splits: list[str]
+    cfg: DetectionData, project_root: Path, splits: list[str] | None = None
 ) -> ValidationReport:
-    """Check the requested splits of a COCO detection dataset; never raises for bad data."""
+    """Check the requested splits of a detection dataset (default: the splits it has); never
+    raises for bad data."""
     split_frame, tables = load_tables(cfg, project_root, splits)
     frames = {
         "splits": split_frame,
@@ -133,7 +135,7 @@ def validate_detection_dataset(
     results = SUITE_SET.run_all(frames)
     return ValidationReport(
         dataset="detection",
-        splits=list(splits),
+        splits=split_frame["split"].tolist(),
         success=all(r.success for r in results),
         row_counts={t: len(df) for t, df in frames.items() if t != "splits"},
         results=results,
@@ -149,16 +151,20 @@ def _with_box_limits(boxes: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_tables(
-    cfg: DetectionData, project_root: Path, splits: list[str]
+    cfg: DetectionData, project_root: Path, splits: list[str] | None = None
 ) -> tuple[pd.DataFrame, DetectionTables]:
-    """The per-split status table and the concatenated tables of every readable split."""
+    """The per-split status table and the concatenated tables of every readable split; with
+    no `splits`, those the dataset has (the pipeline's three when no layout reads at all)."""
     try:
         found = find_dataset(cfg, project_root)
     except DatasetError as exc:  # no layout could be read at all: every split is unreadable
-        rows = [{"split": s, "readable": False, "error": str(exc)} for s in splits]
+        rows = [
+            {"split": s, "readable": False, "error": str(exc)}
+            for s in (PIPELINE_SPLITS if splits is None else splits)
+        ]
         return pd.DataFrame(rows, columns=SPLIT_COLUMNS), DetectionTables.concat([])
     status_rows, parts = [], []
-    for split in splits:
+    for split in found.split_names if splits is None else splits:
         try:
             source = found.source(split)
         except DatasetError as exc:

@@ -15,9 +15,7 @@ from torch.utils.data import Dataset
 
 from sightline.artifacts import ModelExtras, ModelRecord, proposals_for
 from sightline.config import Settings, SettingsError
-from sightline.data.detection import DetectionSplit, load_task_split, split_names
-from sightline.data.errors import DatasetError
-from sightline.data.layouts.base import PIPELINE_SPLITS
+from sightline.data.detection import DetectionSplit, load_task_split
 from sightline.data.sources import DetectionData
 from sightline.evaluate.coco import SUMMARY_NAMES
 from sightline.evaluate.detection import evaluate_detector
@@ -144,17 +142,7 @@ class DetectionWorkload(Workload):
     def validate(self, settings: Settings) -> ValidationReport:
         from sightline.validate.detection import validate_detection_dataset
 
-        data = settings.detection_data
-        return validate_detection_dataset(data, settings.project_root, validated_splits(settings))
-
-
-def validated_splits(settings: Settings) -> list[str]:
-    """The dataset's splits; when no layout reads at all, the pipeline's (each reported
-    unreadable, with the reason)."""
-    try:
-        return split_names(settings.detection_data, settings.project_root)
-    except DatasetError:
-        return list(PIPELINE_SPLITS)
+        return validate_detection_dataset(settings.detection_data, settings.project_root)
 
 
 WORKLOAD = DetectionWorkload()
