@@ -30,7 +30,7 @@ import pandas as pd
 
 from sightline.data.errors import DatasetError
 from sightline.data.otdr import EVENT_TYPES, trace_record
-from sightline.data.otdr_sor_folder import SorFolder
+from sightline.data.otdr_sor_folder import LabelRow, SorFolder
 from sightline.data.sor import SorError
 from sightline.data.sources import OTDRData
 from sightline.validate.report import ValidationReport
@@ -173,20 +173,28 @@ def load_tables(root: Path, splits: list[str]) -> dict[str, pd.DataFrame]:
 
 def load_sor_tables(cfg: OTDRData, root: Path, splits: list[str]) -> dict[str, pd.DataFrame]:
     """The same tables for a folder of .sor files: each split's files read and labelled as
-    training reads them; every file that does not read is named in its split's error."""
-    return _tables(
-        splits,
-        lambda split: _read_sor_split(cfg, root, split),
-        lambda split: f".sor files of split {split!r} under {root}",
-    )
-
-
-def _read_sor_split(cfg: OTDRData, root: Path, split: str) -> _RawSplit:
+    training reads them; every file that does not read is named in its split's error. The
+    folder is listed and its labels CSV read once for all splits."""
+    files = lambda split: f".sor files of split {split!r} under {root}"  # noqa: E731
     try:
         folder = SorFolder.open(cfg, root)
         labels = folder.labels()
-        names = folder.split_files(split)
     except (DatasetError, SorError) as exc:
+        failure = _Unreadable(str(exc))
+
+        def unreadable(split: str) -> _RawSplit:
+            raise failure
+
+        return _tables(splits, unreadable, files)
+    return _tables(splits, lambda split: _read_sor_split(folder, labels, split), files)
+
+
+def _read_sor_split(
+    folder: SorFolder, labels: dict[str, list[LabelRow]] | None, split: str
+) -> _RawSplit:
+    try:
+        names = folder.split_files(split)
+    except DatasetError as exc:
         raise _Unreadable(str(exc)) from None
     traces, problems = [], []
     for name in names:
