@@ -175,7 +175,10 @@ def load_sor_tables(cfg: OTDRData, root: Path, splits: list[str]) -> dict[str, p
     """The same tables for a folder of .sor files: each split's files read and labelled as
     training reads them; every file that does not read is named in its split's error. The
     folder is listed and its labels CSV read once for all splits."""
-    files = lambda split: f".sor files of split {split!r} under {root}"  # noqa: E731
+
+    def files(split: str) -> str:
+        return f".sor files of split {split!r} under {root}"
+
     try:
         folder = SorFolder.open(cfg, root)
         labels = folder.labels()
