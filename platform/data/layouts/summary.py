@@ -8,6 +8,7 @@ anchor is 32 px will not learn boxes of 8.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,14 +50,15 @@ class DatasetSummary:
         }
 
 
+SIZE_BIN_LABELS = (
+    *(f"{lower}-{upper}" for lower, upper in zip((0, *SIZE_BINS), SIZE_BINS, strict=False)),
+    f">={SIZE_BINS[-1]}",
+)
+
+
 def size_bin(width: float, height: float) -> str:
     size = math.sqrt(max(width, 0.0) * max(height, 0.0))
-    lower = 0
-    for upper in SIZE_BINS:
-        if size < upper:
-            return f"{lower}-{upper}"
-        lower = upper
-    return f">={SIZE_BINS[-1]}"
+    return SIZE_BIN_LABELS[bisect.bisect_right(SIZE_BINS, size)]
 
 
 def summarize(found: FoundDataset) -> DatasetSummary:
@@ -107,14 +109,12 @@ def summarize(found: FoundDataset) -> DatasetSummary:
     for needed in ("train", "val"):
         if needed not in splits and needed not in found.errors:
             problems.append(f"no {needed} split")
-    order = [*(f"{lo}-{hi}" for lo, hi in zip((0, *SIZE_BINS), SIZE_BINS, strict=False)),
-             f">={SIZE_BINS[-1]}"]
     return DatasetSummary(
         format=found.format,
         root=str(found.root),
         classes=list(classes.values()),
         splits=splits,
-        size_histogram={label: sizes.get(label, 0) for label in order},
+        size_histogram={label: sizes.get(label, 0) for label in SIZE_BIN_LABELS},
         image_sizes=dict(image_sizes.most_common()),
         dropped_categories=[
             f"{c.get('name')} (id {c.get('id')})" for c in found.dropped_categories
