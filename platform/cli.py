@@ -197,16 +197,21 @@ def repro(
 ) -> None:
     """`dvc repro TARGETS` with every stage joining one Ray instance: started here (or
     RAY_ADDRESS joined) and handed to the stages as RAY_ADDRESS, instead of a local Ray start
-    of seconds in each training stage."""
+    of seconds in each training stage; and the stages forked from one process that has
+    imported the stack (sightline.stage_server), instead of importing it in each stage."""
     import ray
 
     from sightline.cluster import ensure_ray
+    from sightline.stage_server import running_server
 
-    ensure_ray()  # exports RAY_ADDRESS for the stages
-    env = {**os.environ, VERBOSE_ENV: "1"} if verbose else None
+    ensure_ray()  # exports RAY_ADDRESS (and Ray's auth mode) for the stages
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
     try:
-        command = [sys.executable, "-m", "dvc", "repro", *(targets or [])]
-        code = subprocess.run(command, check=False, env=env).returncode
+        # Started after Ray: the server's environment is the one the stages get.
+        with running_server():
+            command = [sys.executable, "-m", "dvc", "repro", *(targets or [])]
+            code = subprocess.run(command, check=False).returncode
     finally:
         ray.shutdown()
     raise typer.Exit(code)

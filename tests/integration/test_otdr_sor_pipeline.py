@@ -1,6 +1,7 @@
 """A team's own OTDR archive through real DVC: a folder of .sor files (`otdr_data.format: sor`,
 labels from their KeyEvents tables, splits drawn by seed) validated, trained, evaluated and
-registered by `dvc repro register_otdr@otdr_detector`, in a temp git + DVC project."""
+registered by `sightline repro register_otdr@otdr_detector` (`dvc repro` with the stages forked
+from the preloaded stage server), in a temp git + DVC project."""
 
 from __future__ import annotations
 
@@ -51,8 +52,12 @@ def test_a_folder_of_sor_files_trains_and_evaluates_through_dvc_repro(
     env = project_env(tmp_path, ray_cluster)
     init_repo(tmp_path, env)
 
-    repro = run_command([f"{BIN_DIR}/dvc", "repro", f"register_otdr@{FAMILY}"], tmp_path, env)
+    env["SIGHTLINE_VERBOSE"] = "1"  # the stage server says which stages it forked
+    target = f"register_otdr@{FAMILY}"
+    repro = run_command([f"{BIN_DIR}/sightline", "repro", target], tmp_path, env)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    for stage in ("validate", "train", "evaluate", "register"):
+        assert f"stage server forked sightline.pipelines.{stage} as pid" in repro.stderr
 
     validation = json.loads((tmp_path / "reports/validation/otdr.json").read_text())
     assert validation["success"] and validation["row_counts"]["traces"] == 10
