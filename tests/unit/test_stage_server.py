@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PROBE = '''
+PROBE = """
 import json, os, sys, time
 if sys.argv[1] == "sleep":
     print("ready", os.getpid(), flush=True)
@@ -24,7 +24,7 @@ print(json.dumps({
     "probe": os.environ.get("PROBE"), "ppid": os.getppid(),
 }))
 sys.exit(int(sys.argv[1]))
-'''
+"""
 CLIENT = (
     "import sys; from sightline.stage_server import run_in_server; "
     "status = run_in_server(sys.argv[1], sys.argv[2], sys.argv[3:]); "
