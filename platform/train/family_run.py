@@ -23,9 +23,20 @@ from sightline.track.registry import log_model
 from sightline.track.runs import resume_run
 from sightline.train.job import TrainingData, job_for
 from sightline.train.launcher import fit
+from sightline.train.selection import VALIDATION_PREFIX
 from sightline.train.tasks import TaskGroup
 
 console = Console(stderr=True)
+
+
+def _say_which_epoch(family: str, metric: str | None, last: dict[str, Any]) -> None:
+    if metric is None or last.get("selected_epoch", -1) < 0:
+        return  # no choice made, or no epoch scored (validation_delay >= epochs): the last
+    name = VALIDATION_PREFIX + metric
+    kept, ended = int(last["selected_epoch"]) + 1, int(last["epoch"]) + 1
+    stopped = f", stopped early after epoch {ended}" if last.get("stopped_early") else ""
+    score = last.get(f"selected_{name}", float("nan"))
+    console.print(f"{family}: kept epoch {kept} ({name} {score:.3f}){stopped}", highlight=False)
 
 
 @dataclass
@@ -87,10 +98,16 @@ def train_and_log(
     last: dict[str, Any] = {}
     if fam.trainable:
         job = job_for(
-            settings, data, family=family, run_id=run_id, validate_each_epoch=validate_each_epoch
+            settings,
+            data,
+            family=family,
+            run_id=run_id,
+            validate_each_epoch=validate_each_epoch,
+            selection_metric=group.primary_metric,
         )
         outcome = fit(job, group, ray_address=settings.ray_address, callbacks=callbacks)
         model, last = outcome.model, outcome.metrics
+        _say_which_epoch(family, job.selection_metric, last)
     else:
         console.print(f"[bold]{family}[/]: nothing to learn; built as is")
         torch.manual_seed(settings.seed)

@@ -77,6 +77,11 @@ class TrainJob(BaseModel):
     # The settings to score the model on the validation data after every epoch with its task
     # group's evaluator (Tune's early stopping reads it); None: no validation.
     validation_settings: Settings | None = None
+    # The validation metric that picks the epoch kept and stops early (`train.keep_epoch`
+    # best, sightline.train.selection); None: the last epoch is kept.
+    selection_metric: str | None = None
+    # The first epoch scored on validation (`train.validation_delay`; 0 for Tune's trials).
+    validation_from_epoch: int = 0
 
 
 def job_for(
@@ -86,10 +91,15 @@ def job_for(
     family: str,
     run_id: str,
     validate_each_epoch: bool = False,
+    selection_metric: str | None = None,
 ) -> TrainJob:
     """The job `family` trains as, from its group's `TrainingData` (model params with the
-    data-derived values, the data section, the merged `train` block) and params.yaml."""
+    data-derived values, the data section, the merged `train` block) and params.yaml. With
+    `train.keep_epoch` best, `selection_metric` (the group's primary metric) picks the epoch."""
     registered = lookup_family(family)
+    if data.train.keep_epoch == "last":
+        selection_metric = None
+    validating = validate_each_epoch or selection_metric is not None
     return TrainJob(
         family=family,
         task=registered.task,
@@ -106,5 +116,7 @@ def job_for(
         proposals_path=str(proposals_path(settings, "train"))
         if registered.uses_proposals
         else None,
-        validation_settings=settings if validate_each_epoch else None,
+        validation_settings=settings if validating else None,
+        selection_metric=selection_metric,
+        validation_from_epoch=0 if validate_each_epoch else data.train.validation_delay,
     )

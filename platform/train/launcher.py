@@ -18,6 +18,7 @@ from sightline.models.registry import family as lookup_family
 from sightline.train.job import TrainJob
 from sightline.train.loop import load_checkpoint, train_loop_per_worker
 from sightline.train.progress import shown_progress
+from sightline.train.selection import kept_weights
 from sightline.train.tasks import TaskGroup
 
 
@@ -136,7 +137,7 @@ def _fit_once(
     model = build_model(job.family, job.num_classes, **params)
     with result.checkpoint.as_directory() as ckpt_dir:
         state = load_checkpoint(ckpt_dir)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(kept_weights(state))
     return TrainOutcome(
         model=model.eval(), metrics=dict(result.metrics), checkpoint_path=result.checkpoint.path
     )

@@ -1,8 +1,10 @@
 """The one per-worker training loop for every model with the loss-dict contract.
 
 Runs inside Ray Train workers: DDP via `prepare_model`, a DistributedSampler, a checkpoint
-each epoch (model, optimiser, scheduler, epoch), resume from `ray.train.get_checkpoint()` after
-a worker failure, and per-epoch losses logged by rank 0 into the job's existing MLflow run.
+each epoch (model, optimiser, scheduler, epoch, the best epoch so far), resume from
+`ray.train.get_checkpoint()` after a worker failure, per-epoch losses and validation scores
+logged by rank 0 into the job's existing MLflow run, and the recipe's choice of the epoch kept
+and early stop (sightline.train.selection).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sightline.cluster import node_description
 from sightline.models import build_model
 from sightline.train.job import TrainJob
 from sightline.train.progress import ProgressSender
+from sightline.train.selection import VALIDATION_PREFIX, BestEpoch
 from sightline.train.tasks import TaskGroup
 from sightline.train.validation import validation_metrics
 
@@ -84,13 +87,27 @@ def _maybe_inject_failure(job: TrainJob, epoch: int, rank: int) -> None:
     raise InjectedFailure(f"injected worker failure at epoch {epoch} (rank {rank})")
 
 
-def _mean_across_workers(sums: dict[str, float], count: int) -> dict[str, float]:
+# The collectives below run on the training device: NCCL (GPU workers) reduces CUDA tensors only.
+
+
+def _mean_across_workers(
+    sums: dict[str, float], count: int, device: torch.device
+) -> dict[str, float]:
     names = sorted(sums)
-    packed = torch.tensor([sums[n] for n in names] + [float(count)], dtype=torch.float64)
+    values = [sums[n] for n in names] + [float(count)]
+    packed = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(packed)
     total = max(1.0, packed[-1].item())
     return {n: packed[i].item() / total for i, n in enumerate(names)}
+
+
+def _any_worker(flag: bool, device: torch.device) -> bool:
+    """True on every worker when it is true on one (rank 0 decides to stop; all must)."""
+    packed = torch.tensor([float(flag)], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return bool(packed.item())
 
 
 @contextmanager
@@ -135,6 +152,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer, _lr_lambda(job.train.warmup_iters, total_iters)
     )
 
+    selection = (
+        BestEpoch(VALIDATION_PREFIX + job.selection_metric, job.train.patience)
+        if job.selection_metric is not None
+        else None
+    )
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and job.init_state is not None:  # a schedule step: previous weights
@@ -150,6 +172,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if selection is not None:
+            selection.restore(state.get("best"))
         start_epoch = state["epoch"] + 1
         if tracker is not None:
             tracker.set_tag(
@@ -184,12 +208,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batches += 1
             images += len(batch[0])
             progress.batch(epoch, batches)
-        metrics = _mean_across_workers(sums, batches)
+        metrics = _mean_across_workers(sums, batches, device)
         elapsed = time.perf_counter() - started
         metrics["train_images_per_s"] = images * world / max(elapsed, 1e-9)
         metrics["lr"] = scheduler.get_last_lr()[0]
-        if rank == 0 and job.validation_settings is not None:
+        scored = job.validation_settings is not None and epoch >= job.validation_from_epoch
+        if rank == 0 and scored:
             metrics.update(validation_metrics(job, unwrap(model), group))
+            if selection is not None:
+                selection.update(epoch, metrics, unwrap(model))
+                metrics.update(selection.report())
+        stop = selection is not None and _any_worker(
+            rank == 0 and selection.should_stop(epoch), device
+        )
+        if selection is not None:
+            metrics["stopped_early"] = float(stop)
 
         report_checkpoint = None
         with _checkpoint_folder(config.get("local_run_dir"), epoch) as tmp:
@@ -200,6 +233,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "epoch": epoch,
+                        **({"best": selection.state()} if selection is not None else {}),
                     },
                     Path(tmp) / CHECKPOINT_FILE,
                 )
@@ -211,3 +245,5 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
             ray.train.report({**metrics, "epoch": epoch}, checkpoint=report_checkpoint)
         progress.epoch(epoch, metrics)
+        if stop:  # `patience` epochs without a better validation score
+            break

@@ -66,20 +66,17 @@ def targets_losses(
     return model([x.to(device) for x in inputs], moved)
 
 
-class Scored(Protocol):
-    metrics: dict[str, float]
-
-
 class TaskGroup(Protocol):
     """What training needs from a task group (each `sightline.workloads` Workload is one)."""
 
     name: str
+    primary_metric: str  # what the best epoch is chosen by (validation), and the registry
 
     def train_adapter(self, task: str) -> TaskAdapter[Any]: ...
 
-    def evaluate(
-        self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
-    ) -> Scored: ...
+    def validation_scores(
+        self, settings: Settings, model: nn.Module, record: ModelRecord
+    ) -> dict[str, float]: ...
 
     def after_training(
         self, settings: Settings, model: nn.Module, record: ModelRecord

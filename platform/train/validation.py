@@ -1,7 +1,9 @@
 """Score the model being trained on the validation data, inside the training loop (rank 0).
 
-Tune's early stopping (ASHA) needs the task's primary metric after every epoch; this runs the
-same evaluator as the `evaluate` stage (the job's task group) on the model as it is now.
+The recipe's choice of epoch (sightline.train.selection) and Tune's early stopping (ASHA) need
+the task's primary metric after every epoch; this runs the same evaluator as the `evaluate`
+stage (the job's task group's `validation_scores`) on the model as it is now, on the validation
+data, and names the scores `val_<metric>`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from torch import nn
 
 from sightline.artifacts import ModelRecord
 from sightline.train.job import TrainJob
+from sightline.train.selection import VALIDATION_PREFIX
 from sightline.train.tasks import TaskGroup
 
 
@@ -29,9 +32,7 @@ def validation_metrics(job: TrainJob, model: nn.Module, group: TaskGroup) -> dic
     )
     was_training = model.training
     try:
-        evaluation = group.evaluate(
-            job.validation_settings, model.eval(), record, with_figures=False
-        )
+        scores = group.validation_scores(job.validation_settings, model.eval(), record)
     finally:
         model.train(was_training)
-    return {k: float(v) for k, v in evaluation.metrics.items() if isinstance(v, int | float)}
+    return {VALIDATION_PREFIX + k: v for k, v in scores.items()}

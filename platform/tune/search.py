@@ -40,6 +40,7 @@ from sightline.track.runs import (
     use_tracking,
 )
 from sightline.train.family_run import lineage_tags, run_params, train_and_log
+from sightline.train.selection import VALIDATION_PREFIX
 from sightline.tune.plots import metric_vs_params_figure
 from sightline.tune.space import encode_value, parse_space, split_config
 from sightline.workloads import workload_of_family
@@ -282,7 +283,10 @@ def run_search(settings: Settings, family: str) -> SearchOutcome:
         num_samples=cfg.num_samples,
         max_concurrent_trials=cfg.max_concurrent_trials,
         scheduler=early_stopping(
-            metric, budget, cfg.reduction_factor, baseline_config if search else None
+            VALIDATION_PREFIX + metric,
+            budget,
+            cfg.reduction_factor,
+            baseline_config if search else None,
         ),
         search_alg=search,
     )
@@ -373,7 +377,7 @@ def _trial_summary(client: MlflowClient, run: Run, metric: str, errored: set[str
         client.set_tag(run_id, "stopped_early", "true")
         client.set_terminated(run_id, "KILLED")
         status = "KILLED"
-    history = client.get_metric_history(run.info.run_id, metric)
+    history = client.get_metric_history(run.info.run_id, VALIDATION_PREFIX + metric)
     final = run.data.metrics.get(f"final_{metric}")
     value = final if final is not None else (history[-1].value if history else None)
     config = {

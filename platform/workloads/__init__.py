@@ -110,6 +110,18 @@ class Workload(ABC):
         """Values stored with the model (model.json `extras`, MLflow metadata), e.g. γ."""
         return ModelExtras()
 
+    def validation_scores(
+        self, settings: Settings, model: nn.Module, record: ModelRecord
+    ) -> dict[str, float]:
+        """The model scored on the group's validation data, after every epoch of a training
+        (the recipe's best epoch, Tune's early stopping): the evaluation on the `val` split,
+        whatever `evaluate.split` says (choosing on the test split would leak it)."""
+        on_val = settings.model_copy(
+            update={"evaluate": settings.evaluate.model_copy(update={"split": "val"})}
+        )
+        evaluation = self.evaluate(on_val, model, record, with_figures=False)
+        return {k: float(v) for k, v in evaluation.metrics.items() if isinstance(v, int | float)}
+
     def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
         """What the metrics were measured on: versions are compared only within one scope."""
         return f"{settings.evaluate.split}:{','.join(record.class_names)}"

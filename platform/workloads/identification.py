@@ -124,8 +124,17 @@ def identity_dataset(job: TrainJob) -> Dataset:
     data = expect(job.data, IdentityData, "the job's data section")
     batching = expect(job.task_options, IdentityBatching, "the job's task options")
     records, splits = load_identity_splits(data, job.project_root, batching.min_unseen_images)
+    augment = job.train.augment
+    transform = None
+    if augment is not None:
+        from sightline.data.augment import face_augmentation
+
+        transform = face_augmentation(augment, data.channels)
     return IdentityDataset(
-        splits.records(records, "train"), image_size=data.image_size, channels=data.channels
+        splits.records(records, "train"),
+        image_size=data.image_size,
+        channels=data.channels,
+        transform=transform,
     )
 
 
@@ -307,6 +316,37 @@ class IdentificationWorkload(Workload):
                 ),
             }
         return Evaluation(metrics=metrics, figures=figures)
+
+    def validation_scores(
+        self, settings: Settings, model: nn.Module, record: ModelRecord
+    ) -> dict[str, float]:
+        """top1 and dir_at_far_1e-2 on the validation people only (the unseen and impostor
+        people are the test): half of them enrolled with `headline_k` templates each (those
+        with more images than that), the other half strangers."""
+        options = settings.identification
+        records, splits = identity_splits(settings)
+        embeddings, labels = _embed(settings, model, splits.records(records, "val"))
+        people, counts = np.unique(labels, return_counts=True)
+        shuffled = np.random.default_rng(settings.seed).permutation(len(people))
+        strangers = people[shuffled[: len(people) // 2]]
+        is_stranger = np.isin(labels, strangers)
+        enrollable = people[counts > options.headline_k]
+        known = ~is_stranger & np.isin(labels, enrollable)
+        if not known.any() or not is_stranger.any():
+            raise SettingsError(
+                f"the validation people cannot be split into enrolled people with more than "
+                f"{options.headline_k} images (identification.headline_k) and strangers: "
+                f"{len(people)} people, {int(counts.max(initial=0))} images at most"
+            )
+        enroll, query = split_enroll_query(labels[known], options.headline_k, settings.seed)
+        gallery = (embeddings[known][enroll], labels[known][enroll])
+        queries = (embeddings[known][query], labels[known][query])
+        return {
+            "top1": top1_accuracy(*gallery, *queries, options.rule),
+            "dir_at_far_1e-2": dir_at_far(
+                *gallery, *queries, embeddings[is_stranger], 1e-2, options.rule
+            ),
+        }
 
     def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         per_k = tuple(f"{name}_k" for name in PER_K)

@@ -199,3 +199,26 @@ def test_cli_runs_the_registered_champion_on_a_sor_file(project: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"{len(trace.samples)} samples" in result.output
     assert f"({champion_family(project)})" in result.output and "position (m)" in result.output
+
+
+def test_training_keeps_the_best_epoch_and_stops_when_validation_stalls(
+    tmp_path: Path, ray_cluster: str
+) -> None:
+    """lr 0: the weights never change (the 1-D models have no batch statistics), so no epoch
+    after the first scored one (the second: validation_delay 1) scores better; patience 1 stops
+    after the third of 5 epochs, and the run records the per-epoch scores and the epoch kept."""
+    with own_store(tmp_path):
+        path = write_project(tmp_path, free_port())
+        params = yaml.safe_load(path.read_text())
+        recipe = {"epochs": 5, "lr": 0.0, "patience": 1, "validation_delay": 1}
+        params["otdr"]["train"].update(recipe)
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        generate(tmp_path / "data" / "otdr", TRACES)
+        assert train.main(["--family", "otdr_window", "--params", str(path)]) == 0
+        client = mlflow.MlflowClient()
+        (run,) = mlflow.search_runs(experiment_names=["sightline-otdr"], output_format="list")
+        history = client.get_metric_history(run.info.run_id, "val_map_50")
+    assert [m.step for m in history] == [1, 2]
+    assert run.data.metrics["selected_epoch"] == 1 and run.data.metrics["stopped_early"] == 1
+    logged = {k: run.data.params[f"train.{k}"] for k in ("keep_epoch", "patience")}
+    assert logged == {"keep_epoch": "best", "patience": "1"}

@@ -74,7 +74,7 @@ def test_search_records_trials_and_keeps_a_better_champion(tiny_search, mlflow_s
     )
     assert len(children) == 2
     best_run = client.get_run(outcome.best.run_id)
-    assert "map" in best_run.data.metrics and "final_map" in best_run.data.metrics
+    assert "val_map" in best_run.data.metrics and "final_map" in best_run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(outcome.parent_run_id, "tune")}
     assert "tune/map_vs_params.png" in artifacts
     # Registered, but the champion stays: the tiny trial does not beat map 0.99.

@@ -34,6 +34,10 @@ def tiny_params(**train_overrides: Any) -> dict[str, Any]:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["synth"]["detection"] = {"seed": 3, "image_size": 64, "train": 12, "val": 6, "test": 4}
     params["detection"]["families"] = ["faster_rcnn"]
+    # The demo's per-group and per-family epochs and validation delay are the demo's: a tiny
+    # test trains what `train` says.
+    params["detection"]["train"] = {}
+    params["detection"]["family_train"] = {}
     params["train"].update({"epochs": 2, "batch_size": 3, "warmup_iters": 2, **train_overrides})
     params["evaluate"]["grid_images"] = 2
     params["models"] = {family: dict(values) for family, values in TINY_FAMILIES.items()}
