@@ -148,6 +148,24 @@ class Proposals(Strict):
     workers: int = 2
 
 
+class Augment(Strict):
+    """Training-time augmentation, drawn anew for every sample of every epoch and never applied
+    when scoring (evaluate, validation, serving). Images (detection, faces) use all of it;
+    OTDR traces are not augmented."""
+
+    hflip: float = Field(0.5, ge=0, le=1)  # probability of a left-right mirror
+    scale: tuple[float, float] = (0.8, 1.25)  # zoom range; the image keeps its size
+    translate: float = Field(0.1, ge=0, le=0.5)  # shift, up to this fraction of each side
+    colour: float = Field(0.2, ge=0, le=1)  # brightness / contrast / saturation jitter
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {value}")
+        return value
+
+
 class Train(Strict):
     # Ray Train workers (DDP). 0: Ray Train's local mode, the same loop in the calling process
     # with no worker actors (a quick check or a debugger session; no fault tolerance).
@@ -165,6 +183,16 @@ class Train(Strict):
     controller_failure_limit: int = Field(-1, ge=-1)
     threads_per_worker: int = 1
     grad_clip_norm: float = 10.0
+    # The weights kept: "best", the epoch with the best validation score (the task group's
+    # primary metric on its `val` split, scored after every epoch), or "last" (scores nothing).
+    keep_epoch: Literal["best", "last"] = "best"
+    # With keep_epoch best: stop after this many epochs without a better validation score.
+    patience: int | None = Field(None, ge=1)
+    # With keep_epoch best: the first epochs not scored (nor kept), to save their validation
+    # where a short schedule is never best early (Tune's trials score every epoch).
+    validation_delay: int = Field(0, ge=0)
+    # Training-time augmentation (null: none).
+    augment: Augment | None = Field(default_factory=Augment)
     # Ray Train's storage for checkpoints; on a cluster, a path every node sees (NFS, s3://...).
     storage_path: str = "artifacts/ray_results"
     # Tests set this to crash one worker once at that epoch, to prove resume-from-checkpoint.

@@ -70,9 +70,15 @@ class DetectionSplit:
         return len(self.category_ids)
 
     @property
+    def keypoint_names(self) -> list[str]:
+        """The keypoints of the category that names the most (none: [])."""
+        lists = [list(cat.get("keypoints") or []) for cat in self.coco.cats.values()]
+        return max(lists, key=len, default=[])
+
+    @property
     def num_keypoints(self) -> int:
         """The most keypoints any category names (0 when none has keypoints)."""
-        return max((len(cat.get("keypoints", [])) for cat in self.coco.cats.values()), default=0)
+        return len(self.keypoint_names)
 
     def label_to_category_id(self, label: int) -> int:
         if not 1 <= label <= len(self.category_ids):

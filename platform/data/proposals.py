@@ -219,7 +219,7 @@ def proposal_stats(
 class DatasetWithProposals(Dataset[tuple[Tensor, Target]]):
     """A detection dataset whose targets also carry `proposals` (M, 4) float32 xyxy px.
 
-    Wrap the dataset last: an augmentation that moves pixels would have to move the proposals.
+    Augmentation wraps it (sightline.data.augment moves the proposals with the pixels).
     """
 
     def __init__(

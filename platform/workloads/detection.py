@@ -31,12 +31,18 @@ def detection_dataset(job: TrainJob) -> Dataset:
 
     data = expect(job.data, DetectionData, "the job's data section")
     split = load_task_split(data, "train", job.project_root, job.task)
-    dataset = task_dataset(split, job.task)
-    if job.proposals_path is None:
-        return dataset
-    from sightline.data.proposals import DatasetWithProposals, load_proposals
+    dataset: Dataset = task_dataset(split, job.task)
+    if job.proposals_path is not None:
+        from sightline.data.proposals import DatasetWithProposals, load_proposals
 
-    return DatasetWithProposals(dataset, load_proposals(job.proposals_path), job.proposals_path)
+        proposals = load_proposals(job.proposals_path)
+        dataset = DatasetWithProposals(dataset, proposals, job.proposals_path)
+    if job.train.augment is None:
+        return dataset
+    from sightline.data.augment import AugmentedDataset, DetectionAugmentation
+
+    keypoint_names = split.keypoint_names if job.task == "keypoints" else []
+    return AugmentedDataset(dataset, DetectionAugmentation(job.train.augment, keypoint_names))
 
 
 def detection_collate(batch: list[Any]) -> TargetsBatch:
