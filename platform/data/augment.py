@@ -22,7 +22,7 @@ from torchvision.ops import clip_boxes_to_image, remove_small_boxes
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from sightline.config import Augment
+from sightline.data.augment_params import Augment
 from sightline.data.detection import Target
 
 # Per-object fields that do not move with the pixels, dropped with their box.

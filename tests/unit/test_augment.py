@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sightline.config import Augment, Train
+from sightline.config import Train
 from sightline.data.augment import DetectionAugmentation, face_augmentation, keypoint_flip_order
+from sightline.data.augment_params import Augment
 
 SIZE = 64
 NAMES = ["head", "left_hand", "right_hand"]
