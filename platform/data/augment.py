@@ -48,15 +48,8 @@ class DetectionAugmentation:
     def __init__(self, augment: Augment, keypoint_names: Sequence[str] = ()) -> None:
         self.hflip = augment.hflip
         self.flip_order = keypoint_flip_order(keypoint_names)
-        zooms = tuple(augment.scale) != (1.0, 1.0)
-        shift = (augment.translate, augment.translate)
-        self.geometry = (
-            v2.RandomAffine(degrees=0, translate=shift, scale=tuple(augment.scale))
-            if zooms or augment.translate > 0
-            else None
-        )
-        c = augment.colour
-        self.colour = v2.ColorJitter(brightness=c, contrast=c, saturation=c) if c > 0 else None
+        self.geometry = _zoom_and_shift(augment)
+        self.colour = _colour_jitter(augment, saturation=True)
 
     def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
         size = tuple(image.shape[-2:])
@@ -98,7 +91,9 @@ class DetectionAugmentation:
         xy = sample["keypoints"].as_subclass(Tensor)
         visible = target["keypoints"][..., 2]
         height, width = size
-        inside = (xy[..., 0] >= 0) & (xy[..., 0] < width) & (xy[..., 1] >= 0) & (xy[..., 1] < height)
+        inside = (
+            (xy[..., 0] >= 0) & (xy[..., 0] < width) & (xy[..., 1] >= 0) & (xy[..., 1] < height)
+        )
         points = torch.cat([xy, torch.where(inside, visible, 0.0)[..., None]], dim=-1)
         return points[:, self.flip_order] if flipped else points
 
@@ -148,13 +143,22 @@ class AugmentedDataset(Dataset[tuple[Tensor, Target]]):
 
 def face_augmentation(augment: Augment, channels: int) -> Callable[[Tensor], Tensor]:
     """The transform an identity training dataset applies to each prepared face (CxHxW)."""
-    steps: list[v2.Transform] = []
-    if augment.hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(augment.hflip))
-    if tuple(augment.scale) != (1.0, 1.0) or augment.translate > 0:
-        shift = (augment.translate, augment.translate)
-        steps.append(v2.RandomAffine(degrees=0, translate=shift, scale=tuple(augment.scale)))
-    if augment.colour > 0:
-        c = augment.colour
-        steps.append(v2.ColorJitter(brightness=c, contrast=c, saturation=c if channels == 3 else 0))
+    flip = v2.RandomHorizontalFlip(augment.hflip) if augment.hflip > 0 else None
+    candidates = (flip, _zoom_and_shift(augment), _colour_jitter(augment, channels == 3))
+    steps = [step for step in candidates if step is not None]
     return v2.Compose(steps) if steps else v2.Identity()
+
+
+def _zoom_and_shift(augment: Augment) -> v2.Transform | None:
+    """One affine draw (zoom, shift; no rotation) for the whole sample; None if both are off."""
+    if tuple(augment.scale) == (1.0, 1.0) and augment.translate == 0:
+        return None
+    shift = (augment.translate, augment.translate)
+    return v2.RandomAffine(degrees=0, translate=shift, scale=tuple(augment.scale))
+
+
+def _colour_jitter(augment: Augment, saturation: bool) -> v2.Transform | None:
+    c = augment.colour
+    if c == 0:
+        return None
+    return v2.ColorJitter(brightness=c, contrast=c, saturation=c if saturation else 0)
