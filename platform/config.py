@@ -326,7 +326,7 @@ def load_settings(path: str | Path | None = None, profile: str | None = None) ->
     profiles = raw.get("profiles", {}) or {}
     if chosen != "demo" and chosen not in profiles:
         raise SettingsError(f"{params_path}: unknown profile {chosen!r}; have {sorted(profiles)}")
-    merged = deep_merge(raw, profiles.get(chosen, {}))
+    merged = deep_merge(raw, profiles.get(chosen) or {})
     merged["profile"] = chosen
     merged["project_root"] = params_path.parent
     try:

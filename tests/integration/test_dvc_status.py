@@ -98,3 +98,25 @@ def test_a_family_epochs_change_marks_its_train_stage_changed(committed_project:
     assert {"changed deps": {"params.yaml": {"detection.family_train": "modified"}}} in changed[
         EDITED
     ]
+
+
+def test_only_the_selected_profile_is_a_dependency(committed_project: Path) -> None:
+    """The selected profile's block may override any section: editing it changes every stage.
+    Another profile's block is not read: editing it changes none (and dvc.lock holds only the
+    selected block, not every profile copied into every stage)."""
+    root = committed_project
+    params_path = root / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    selected, other = params["profile"], next(p for p in params["profiles"] if p != "demo")
+    assert selected == "demo"
+
+    params["profiles"][other]["train"]["epochs"] += 1
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert status(root) == {}, f"profiles.{other} is not selected: no stage reads it"
+
+    params["profiles"][selected] = {"train": {"epochs": params["train"]["epochs"] + 1}}
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(status(root)) == set(STAGES)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    tracked = {key for entry in lock["stages"].values() for key in entry["params"]["params.yaml"]}
+    assert f"profiles.{selected}" in tracked and "profiles" not in tracked, sorted(tracked)

@@ -41,7 +41,7 @@ def tiny_params(**train_overrides: Any) -> dict[str, Any]:
     params["train"].update({"epochs": 2, "batch_size": 3, "warmup_iters": 2, **train_overrides})
     params["evaluate"]["grid_images"] = 2
     params["models"] = {family: dict(values) for family, values in TINY_FAMILIES.items()}
-    params["profiles"] = {}
+    params["profiles"] = {"demo": {}}  # every stage depends on the selected profile's block
     return params
 
 

@@ -26,9 +26,9 @@ from sightline.workloads import all_workloads, workload_for, workload_of_family
 from tests.conftest import REPO_ROOT
 
 # Every stage reads params.yaml through load_settings, where the selected profile's block may
-# override any section: so every stage depends on `profile` and on `profiles` (DVC cannot name
-# `profiles.<selected>` alone; the demo profile has no block of its own).
-SETTINGS_PARAMS = frozenset({"profile", "profiles"})
+# override any section: so every stage depends on `profile` and on that block (the demo's too).
+SELECTED_PROFILE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["profile"]
+SETTINGS_PARAMS = frozenset({"profile", f"profiles.{SELECTED_PROFILE}"})
 # Stage modules whose keys come from the workload of the stage's family (or --group).
 WORKLOAD_STAGES = ("validate", "train", "evaluate", "register")
 
