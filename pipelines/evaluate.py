@@ -29,7 +29,13 @@ def stage(settings: Settings, args: argparse.Namespace) -> int:
     trained = workload.evaluate(settings, model, record, with_figures=True)
     torch.manual_seed(settings.seed)  # the same architecture, untrained, same seed
     untrained_model = build_model(record.family, record.num_classes, **record.model_params).eval()
-    untrained = workload.evaluate(settings, untrained_model, record, with_figures=False)
+    untrained = workload.evaluate(
+        settings,
+        untrained_model,
+        record,
+        with_figures=False,
+        first=settings.evaluate.untrained_first,
+    )
     metrics = {
         **trained.metrics,
         **{f"untrained_{name}": untrained.metrics[name] for name in workload.headline_metrics},

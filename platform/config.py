@@ -186,6 +186,7 @@ class Evaluate(Strict):
     split: str = "val"
     grid_images: int = 8
     grid_score_threshold: float = 0.5
+    untrained_first: int | None = Field(None, ge=1)  # the untrained baseline's sample; None: all
 
 
 class ServeBatch(Strict):

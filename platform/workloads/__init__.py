@@ -137,8 +137,16 @@ class Workload(ABC):
 
     @abstractmethod
     def evaluate(
-        self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
-    ) -> Evaluation: ...
+        self,
+        settings: Settings,
+        model: nn.Module,
+        record: ModelRecord,
+        *,
+        with_figures: bool,
+        first: int | None = None,
+    ) -> Evaluation:
+        """The metrics (and figures) on `evaluate.split`; `first`: only its first N images or
+        traces (the untrained baseline's sample; a group whose unit is people scores all)."""
 
     @abstractmethod
     def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:

@@ -124,12 +124,20 @@ class DetectionWorkload(Workload):
         return ModelExtras(post_hoc=fit_post_hoc(settings, model, record.family, record.task))
 
     def evaluate(
-        self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
+        self,
+        settings: Settings,
+        model: nn.Module,
+        record: ModelRecord,
+        *,
+        with_figures: bool,
+        first: int | None = None,
     ) -> Evaluation:
         split_name = settings.evaluate.split
         split = load_task_split(
             settings.detection_data, split_name, settings.project_root, record.task
         )
+        if first is not None:
+            split.image_ids = split.image_ids[:first]  # COCOeval scores these images only
         result = evaluate_detector(
             model,
             split,

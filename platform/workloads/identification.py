@@ -268,7 +268,13 @@ class IdentificationWorkload(Workload):
         )
 
     def evaluate(
-        self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
+        self,
+        settings: Settings,
+        model: nn.Module,
+        record: ModelRecord,
+        *,
+        with_figures: bool,
+        first: int | None = None,  # people, not images, are the unit: every one is scored
     ) -> Evaluation:
         options = settings.identification
         records, splits = identity_splits(settings)

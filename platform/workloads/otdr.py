@@ -99,11 +99,17 @@ class OTDRWorkload(Workload):
         )
 
     def evaluate(
-        self, settings: Settings, model: nn.Module, record: ModelRecord, *, with_figures: bool
+        self,
+        settings: Settings,
+        model: nn.Module,
+        record: ModelRecord,
+        *,
+        with_figures: bool,
+        first: int | None = None,
     ) -> Evaluation:
         result = evaluate_traces(
             model,
-            load_traces(settings, settings.evaluate.split),
+            load_traces(settings, settings.evaluate.split)[:first],
             score_threshold=settings.serve.default_score_threshold,
             with_figures=with_figures,
             title=record.family,

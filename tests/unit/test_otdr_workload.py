@@ -166,6 +166,20 @@ def test_a_perfect_model_scores_1_and_no_localisation_error(settings: Settings) 
     assert all(b["map_50"] == pytest.approx(1.0) for b in bands)
 
 
+def test_first_scores_only_the_split_s_first_traces(settings: Settings) -> None:
+    """The untrained baseline's sample (evaluate.untrained_first): the first N traces only."""
+    workload = workload_for("otdr")
+    traces = load_split(settings.path("data/otdr"), "val")
+
+    def scored(first: int | None) -> int:
+        result = workload.evaluate(
+            settings, Oracle(traces), record("oracle"), with_figures=False, first=first
+        )
+        return sum(band["traces"] for band in result.tables["map_50_by_snr.json"]["bands"])
+
+    assert 0 < scored(2) <= 2 < scored(None)
+
+
 def test_shifted_events_give_the_shift_as_localisation_error(settings: Settings) -> None:
     traces = load_split(settings.path("data/otdr"), "val")
     oracle = Oracle(traces, shift=1.0)  # one sample late: IoU stays >= 0.5 for these widths
