@@ -42,7 +42,9 @@ class RegistryTarget(Protocol):
     sightline.workloads Workload is one)."""
 
     registered_model: str
-    primary_metric: str
+
+    @property
+    def champion_metric(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,11 @@ def register(
     on other data or classes (e.g. a pose model scored on persons only) is registered but never
     compared with, nor promoted over, the champion.
     """
-    name, metric = workload.registered_model, workload.primary_metric
+    name, metric = workload.registered_model, workload.champion_metric
     if metric not in metrics:
-        raise KeyError(f"cannot register {family}: metrics lack the primary metric {metric!r}")
+        raise KeyError(
+            f"cannot register {family}: metrics lack {metric!r}, what `champion` is chosen on"
+        )
     client = MlflowClient()
     version_tags = {
         "family": family,

@@ -122,6 +122,12 @@ class Workload(ABC):
         evaluation = self.evaluate(on_val, model, record, with_figures=False)
         return {k: float(v) for k, v in evaluation.metrics.items() if isinstance(v, int | float)}
 
+    @property
+    def champion_metric(self) -> str:
+        """What the registry's `champion` is chosen on: the primary metric as the evaluate stage
+        reports it (detection and OTDR: on `evaluate.split`, the validation split by default)."""
+        return self.primary_metric
+
     def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
         """What the metrics were measured on: versions are compared only within one scope."""
         return f"{settings.evaluate.split}:{','.join(record.class_names)}"

@@ -45,6 +45,7 @@ from sightline.evaluate.identification import (
     top1_accuracy,
 )
 from sightline.train.job import TaskOptions, TrainingData, TrainJob, expect
+from sightline.train.selection import VALIDATION_PREFIX
 from sightline.train.tasks import Collate, TaskAdapter
 from sightline.validate.report import ValidationReport
 from sightline.workloads import Evaluation, Workload
@@ -308,6 +309,9 @@ class IdentificationWorkload(Workload):
             )
         for name in PER_K:
             metrics[name] = metrics[f"{name}_k{options.headline_k}"]
+        # The same two scores on the validation people: what `champion` is chosen on.
+        scores = self.validation_scores(settings, model, record)
+        metrics.update({VALIDATION_PREFIX + name: value for name, value in scores.items()})
 
         figures = {}
         if with_figures:
@@ -354,9 +358,16 @@ class IdentificationWorkload(Workload):
             ),
         }
 
+    @property
+    def champion_metric(self) -> str:
+        """The evaluate stage's primary metric is measured on the unseen and impostor people
+        (the test); `champion` is chosen on the validation people, as the best epoch is."""
+        return VALIDATION_PREFIX + self.primary_metric
+
     def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         per_k = tuple(f"{name}_k" for name in PER_K)
-        names = [*METRIC_NAMES, *(name for name in metrics if name.startswith(per_k))]
+        validation = tuple(VALIDATION_PREFIX + name for name in PER_K)
+        names = [*METRIC_NAMES, *validation, *(n for n in metrics if n.startswith(per_k))]
         return {name: metrics[name] for name in names if name in metrics}
 
     def validate(self, settings: Settings) -> ValidationReport:
@@ -367,15 +378,15 @@ class IdentificationWorkload(Workload):
         )
 
     def eval_scope(self, settings: Settings, record: ModelRecord) -> str:
-        """The unseen and impostor images and the enrollment rule the metrics were measured on."""
+        """The validation images (what `champion` is chosen on) and the enrollment rule."""
         records, splits = identity_splits(settings)
-        scored = splits.records(records, "unseen") + splits.records(records, "impostor")
+        scored = splits.records(records, "val")
         root = settings.path(settings.identity_data.root)
         digest = hashlib.sha1(
             "\n".join(f"{r.identity}/{r.path.relative_to(root)}" for r in scored).encode()
         ).hexdigest()[:12]
         options = settings.identification
-        return f"identities:{digest}:k={options.headline_k}:rule={options.rule}"
+        return f"val-identities:{digest}:k={options.headline_k}:rule={options.rule}"
 
 
 WORKLOAD = IdentificationWorkload()

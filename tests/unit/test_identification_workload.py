@@ -126,27 +126,32 @@ def test_evaluate_reports_the_design_metrics_per_k_and_the_figures(faces_root: P
     result = workload.evaluate(settings, model, record, with_figures=True)
     metrics = result.metrics
     per_k = {f"{name}_k{k}" for name in ("top1", "dir_at_far_1e-2") for k in (1, 3, 5)}
-    assert set(METRIC_NAMES) | per_k | {"far_at_gamma", "tar_at_gamma"} == set(metrics)
+    validation = {"val_top1", "val_dir_at_far_1e-2"}  # the validation people's: champion's
+    assert set(METRIC_NAMES) | per_k | validation | {"far_at_gamma", "tar_at_gamma"} == set(metrics)
+    assert (
+        metrics["val_dir_at_far_1e-2"]
+        == workload.validation_scores(settings, model, record)["dir_at_far_1e-2"]
+    )
     assert metrics["top1"] == metrics["top1_k3"]  # identification.headline_k
     assert metrics["dir_at_far_1e-2"] == metrics["dir_at_far_1e-2_k3"]
     assert all(0.0 <= value <= 1.0 for value in metrics.values()), metrics
     assert set(result.figures) == {"roc.png", "det.png", "distances.png", "embeddings_2d.png"}
-    assert set(workload.registry_metrics(metrics)) == set(METRIC_NAMES) | per_k
+    assert set(workload.registry_metrics(metrics)) == set(METRIC_NAMES) | per_k | validation
 
     again = workload.evaluate(settings, model, record, with_figures=False)
     assert again.metrics == metrics and again.figures == {}
 
 
-def test_eval_scope_names_the_scored_images_and_rule(faces_root: Path) -> None:
+def test_eval_scope_names_the_validation_images_and_rule(faces_root: Path) -> None:
     settings = settings_for(faces_root)
     workload = workload_for("identification")
     record = record_for(settings, "triplet")
     scope = workload.eval_scope(settings, record)
-    assert scope.startswith("identities:") and scope.endswith(":k=3:rule=mean")
+    assert scope.startswith("val-identities:") and scope.endswith(":k=3:rule=mean")
     settings.identification.rule = "min"
     assert workload.eval_scope(settings, record) != scope
     settings.identification.rule = "mean"
-    settings.identity_data.split_seed = 1  # other unseen / impostor people
+    settings.identity_data.split_seed = 1  # other validation people
     assert workload.eval_scope(settings, record).split(":")[1] != scope.split(":")[1]
 
 

@@ -92,7 +92,7 @@ def test_champion_moves_only_when_the_new_version_is_better(mlflow_store: str) -
 
 
 def test_registering_without_the_primary_metric_is_refused(mlflow_store: str) -> None:
-    with pytest.raises(KeyError, match="primary metric 'map'"):
+    with pytest.raises(KeyError, match="lack 'map', what `champion` is chosen on"):
         register(
             _log("faster_rcnn"),
             workload=workload_for("detection"),
@@ -146,3 +146,21 @@ def test_a_champion_without_a_recorded_scope_can_still_be_beaten(mlflow_store: s
         eval_scope="val:circle",
     )
     assert better.comparable and better.promoted
+
+
+def test_the_embedder_champion_is_chosen_on_the_validation_people(mlflow_store: str) -> None:
+    """The identification evaluate stage scores the test people; `champion` compares the
+    validation people's score (val_dir_at_far_1e-2), as the best epoch is chosen."""
+    faces = workload_for("identification")
+    first = register(
+        _log("faster_rcnn"), workload=faces, family="triplet",
+        metrics={"dir_at_far_1e-2": 0.10, "val_dir_at_far_1e-2": 0.50},
+        tags={}, eval_scope="val-identities:abc",
+    )  # fmt: skip
+    better_on_test_only = register(
+        _log("faster_rcnn"), workload=faces, family="siamese_contrastive",
+        metrics={"dir_at_far_1e-2": 0.90, "val_dir_at_far_1e-2": 0.40},
+        tags={}, eval_scope="val-identities:abc",
+    )  # fmt: skip
+    assert first.promoted and not better_on_test_only.promoted
+    assert better_on_test_only.metric == "val_dir_at_far_1e-2"
