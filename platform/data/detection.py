@@ -1,4 +1,5 @@
-"""Detection splits (any layout of sightline.data.layouts) -> a pycocotools index and a torchvision-style Dataset.
+"""Detection splits (any layout of sightline.data.layouts) -> a pycocotools index and a
+torchvision-style Dataset.
 
 Labels: label = 1 + position of the category id in the sorted category ids, label 0 is
 background, so non-contiguous COCO ids (1..90 with gaps) map to 1..C. Crowd annotations are kept
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,12 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sightline.data.coco import check_coco_index, read_coco
+from sightline.data.coco import check_coco_index
 from sightline.data.errors import DatasetError
-from sightline.data.sources import DetectionData
 from sightline.data.layouts import SplitSource, find_dataset
+from sightline.data.sources import DetectionData
 
 Target = dict[str, Tensor]
-Transforms = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
 # Scale to [0, 1] for modes that are not 8-bit per channel (16-bit PNG loads as I;16 or I).
 HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": 1.0}
@@ -107,7 +106,8 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
 
     Target: boxes (N, 4) float32 xyxy absolute px, labels int64, image_id int64, area float32,
     iscrowd int64, masks (N, H, W) uint8 with `with_masks`, keypoints (N, K, 3) float32 with
-    `with_keypoints`. `transforms(image, target)` runs last (augmentation).
+    `with_keypoints`. Augmentation wraps it (sightline.data.augment.AugmentedDataset), after
+    any proposals are attached, so that they move with the pixels.
     """
 
     def __init__(
@@ -116,7 +116,6 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         *,
         with_masks: bool = False,
         with_keypoints: bool = False,
-        transforms: Transforms | None = None,
     ) -> None:
         if with_keypoints and split.num_keypoints == 0:
             raise DatasetError.at(
@@ -125,7 +124,6 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         self.split = split
         self.with_masks = with_masks
         self.with_keypoints = with_keypoints
-        self.transforms = transforms
 
     def __len__(self) -> int:
         return len(self.split.image_ids)
@@ -134,10 +132,7 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         image_id = self.split.image_ids[index]
         image = load_rgb_image(self.split.image_path(image_id), f"image id {image_id}")
         self._check_size(image_id, image)
-        target = self._target(image_id)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return image, self._target(image_id)
 
     def _check_size(self, image_id: int, image: Tensor) -> None:
         record = self.split.coco.imgs[image_id]

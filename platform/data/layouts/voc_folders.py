@@ -160,4 +160,3 @@ def _list_files(root: Path, cfg: DetectionData) -> dict[str, Path]:
                 found[split] = root / f"{split}{suffix}"
                 break
     return found
-

@@ -191,8 +191,12 @@ def _annotation(
         segmentation = None
     elif len(values) >= 6 and len(values) % 2 == 0:
         xs, ys = values[0::2], values[1::2]
-        box = [min(xs) * width, min(ys) * height, (max(xs) - min(xs)) * width,
-               (max(ys) - min(ys)) * height]
+        box = [
+            min(xs) * width,
+            min(ys) * height,
+            (max(xs) - min(xs)) * width,
+            (max(ys) - min(ys)) * height,
+        ]
         segmentation = [[v * (width if i % 2 == 0 else height) for i, v in enumerate(values)]]
     else:
         raise DatasetError.at(

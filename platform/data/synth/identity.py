@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from sightline.data.synth.params import SynthIdentity
 
 GENERATOR_VERSION = "1"

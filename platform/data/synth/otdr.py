@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from sightline.data.otdr import SPEED_OF_LIGHT_M_PER_S, Event, Trace, save_split
 from sightline.data.synth.params import SynthOTDR
 
