@@ -112,3 +112,38 @@ def coco_box_sizes(coco: dict[str, Any], image_size: int) -> np.ndarray:
             raise ValueError(f"{where}: bbox width and height must be > 0, got {bbox!r}")
         scaled.append((box_w * image_size / width, box_h * image_size / height))
     return np.array(scaled, dtype=np.float64).reshape(-1, 2)
+
+
+# What `image_size: null` and `anchor_sizes: null` resolve to (the `sightline data inspect` box
+# histogram is the evidence): the models squash every image to a square of image_size.
+IMAGE_SIZE_MULTIPLE = 32  # every backbone's output stride divides it
+IMAGE_SIZE_RANGE = (64, 1024)
+ANCHOR_QUANTILES = (0.05, 0.95)  # the box sizes the anchors span; the tails are left out
+
+
+def image_size_from_data(coco: dict[str, Any]) -> int:
+    """The median of the images' longer side, rounded to a multiple of 32 within [64, 1024]:
+    objects keep about their own pixel size at the model input."""
+    sides = [max(int(im["width"]), int(im["height"])) for im in coco.get("images", [])]
+    if not sides:
+        raise ValueError("no images to choose an image size from")
+    low, high = IMAGE_SIZE_RANGE
+    rounded = IMAGE_SIZE_MULTIPLE * round(float(np.median(sides)) / IMAGE_SIZE_MULTIPLE)
+    return int(min(high, max(low, rounded)))
+
+
+def anchor_sizes_from_data(wh: np.ndarray, count: int) -> list[int]:
+    """`count` anchor sizes (sqrt(w h) in input pixels), geometric from the 5th to the 95th
+    percentile of the training boxes' sizes, e.g. [12, 24, 48, 96]; distinct and >= 4 px."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    sizes = np.sqrt(_check_sizes(wh, 1).prod(axis=1))
+    low, high = (float(q) for q in np.quantile(sizes, ANCHOR_QUANTILES))
+    if count == 1 or high <= low:
+        chosen = [float(np.median(sizes))] * count
+    else:
+        chosen = list(np.geomspace(low, high, count))
+    out: list[int] = []
+    for size in chosen:  # rounded, kept apart by at least a pixel, never under 4 px
+        out.append(max(4, round(size), out[-1] + 1 if out else 4))
+    return out

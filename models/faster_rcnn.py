@@ -17,6 +17,7 @@ starting from the previous step's weights and building the model with `training_
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
+from sightline.models.anchors import anchor_sizes_from_data, coco_box_sizes
 from sightline.models.backbones import SmallConvNet, load_local_weights
 from sightline.models.targets import check_rcnn_inputs
 
@@ -123,3 +125,23 @@ def build(
     if training_step is not None:
         use_alternating_step(model, training_step)
     return model
+
+
+ANCHOR_SIZES_FROM_DATA = 4  # how many sizes `anchor_sizes: null` gives (the demo's count)
+
+
+def anchor_sizes_from_train_boxes(
+    params: dict[str, Any], train_coco: dict[str, Any]
+) -> dict[str, Any]:
+    """Fill `anchor_sizes: null` from the training boxes as the model sees them (at its
+    image_size): sizes spanning their 5th-95th percentile (models.anchors); the R-CNN family
+    (Faster, Mask, Keypoint) shares it."""
+    if params.get("anchor_sizes") is not None:
+        return params
+    image_size = (
+        params.get("image_size") or inspect.signature(build).parameters["image_size"].default
+    )
+    sizes = coco_box_sizes(train_coco, image_size)
+    if len(sizes) == 0:
+        return {k: v for k, v in params.items() if k != "anchor_sizes"}  # the builder's default
+    return {**params, "anchor_sizes": anchor_sizes_from_data(sizes, ANCHOR_SIZES_FROM_DATA)}

@@ -61,6 +61,9 @@ class Family:
         )
 
 
+# `anchor_sizes: null` in the R-CNN family's params: sizes from the training boxes.
+RCNN_ANCHORS_FROM_DATA = "sightline.models.faster_rcnn:anchor_sizes_from_train_boxes"
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
@@ -71,10 +74,16 @@ FAMILIES: dict[str, Family] = {
             "faster_rcnn",
             "detect",
             "sightline.models.faster_rcnn:build",
+            RCNN_ANCHORS_FROM_DATA,
             steps="sightline.models.faster_rcnn:training_steps",
         ),
-        Family("mask_rcnn", "segment", "sightline.models.mask_rcnn:build"),
-        Family("keypoint_rcnn", "keypoints", "sightline.models.keypoint_rcnn:build"),
+        Family("mask_rcnn", "segment", "sightline.models.mask_rcnn:build", RCNN_ANCHORS_FROM_DATA),
+        Family(
+            "keypoint_rcnn",
+            "keypoints",
+            "sightline.models.keypoint_rcnn:build",
+            RCNN_ANCHORS_FROM_DATA,
+        ),
         Family(
             "yolo",
             "detect",

@@ -137,11 +137,38 @@ def data_inspect(
         console.print(f"[red]cannot read {escape(str(path))}:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     summary = summarize(found)
+    train = found.splits.get("train")
+    sizes = _sizes_from_data(train.coco) if train is not None else None
     if as_json:
-        typer.echo(json.dumps(summary.as_dict(), indent=2))
+        typer.echo(json.dumps({**summary.as_dict(), "sizes_from_data": sizes}, indent=2))
         return
     for item in renderables(summary):
         console.print(item)
+    if sizes is not None:
+        console.print(
+            f"from the training boxes (models.<family>.image_size / anchor_sizes: null): "
+            f"image_size {sizes['image_size']}, anchor_sizes {sizes['anchor_sizes']}"
+        )
+
+
+def _sizes_from_data(train_coco: dict) -> dict | None:
+    """What `image_size: null` and the R-CNN family's `anchor_sizes: null` resolve to."""
+    from sightline.models.anchors import (
+        anchor_sizes_from_data,
+        coco_box_sizes,
+        image_size_from_data,
+    )
+    from sightline.models.faster_rcnn import ANCHOR_SIZES_FROM_DATA
+
+    boxes = [a for a in train_coco.get("annotations", []) if not a.get("iscrowd", 0)]
+    if not train_coco.get("images") or not boxes:
+        return None
+    image_size = image_size_from_data(train_coco)
+    wh = coco_box_sizes(train_coco, image_size)
+    return {
+        "image_size": image_size,
+        "anchor_sizes": anchor_sizes_from_data(wh, ANCHOR_SIZES_FROM_DATA),
+    }
 
 
 def _holds_sor_files(root: Path) -> bool:

@@ -19,6 +19,7 @@ from sightline.data.detection import DetectionSplit, load_task_split
 from sightline.data.sources import DetectionData
 from sightline.evaluate.coco import SUMMARY_NAMES
 from sightline.evaluate.detection import evaluate_detector
+from sightline.models.anchors import image_size_from_data
 from sightline.models.registry import family as lookup_family
 from sightline.train.job import TrainingData, TrainJob, expect
 from sightline.train.tasks import TargetsBatch, TaskAdapter, targets_losses
@@ -55,10 +56,14 @@ TRAIN_ADAPTER = TaskAdapter(detection_dataset, detection_collate, targets_losses
 
 
 def params_from_data(settings: Settings, family: str, split: DetectionSplit) -> dict[str, Any]:
-    """`models.<family>` with what the training data decides filled in: YOLO's k-means anchors
-    (the registry's `from_data`) and the pose head's keypoint count."""
+    """`models.<family>` with what the training data decides filled in: `image_size: null`
+    (the images' median longer side), then the registry's `from_data` (YOLO's k-means anchors,
+    the R-CNN family's `anchor_sizes: null`), and the pose head's keypoint count."""
     fam = lookup_family(family)
-    params = fam.params_from_data(settings.model_params(family), split.coco.dataset)
+    params = settings.model_params(family)
+    if "image_size" in params and params["image_size"] is None:
+        params["image_size"] = image_size_from_data(split.coco.dataset)
+    params = fam.params_from_data(params, split.coco.dataset)
     if fam.task == "keypoints":
         if "num_keypoints" in params and params["num_keypoints"] != split.num_keypoints:
             raise SettingsError(

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from sightline.models.anchors import coco_box_sizes, kmeans_anchors, mean_best_iou, shape_iou
+from sightline.models.anchors import (
+    anchor_sizes_from_data,
+    coco_box_sizes,
+    image_size_from_data,
+    kmeans_anchors,
+    mean_best_iou,
+    shape_iou,
+)
 
 PLANTED = np.array([[10.0, 12.0], [30.0, 15.0], [20.0, 60.0], [90.0, 80.0]])
 
@@ -79,3 +88,30 @@ def test_coco_box_sizes_scale_to_the_model_input_and_skip_crowds() -> None:
 def test_coco_box_sizes_name_the_bad_annotation(annotation: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         coco_box_sizes(_coco([annotation]), 128)
+
+
+def test_anchor_sizes_span_the_boxes_without_their_tails() -> None:
+    rng = np.random.default_rng(0)
+    side = np.exp(rng.uniform(np.log(10), np.log(80), size=2000))  # 10-80 px squares
+    sizes = anchor_sizes_from_data(np.stack([side, side], axis=1), 4)
+    assert len(sizes) == 4 and sizes == sorted(sizes)
+    assert 10 <= sizes[0] <= 13 and 68 <= sizes[-1] <= 80  # ~5th and ~95th percentiles
+    ratios = [b / a for a, b in itertools.pairwise(sizes)]
+    assert max(ratios) - min(ratios) < 0.1  # geometric
+
+
+def test_anchor_sizes_of_one_box_size_stay_distinct_and_at_least_4_px() -> None:
+    assert anchor_sizes_from_data(np.full((5, 2), 2.0), 3) == [4, 5, 6]
+    with pytest.raises(ValueError, match="row 0"):
+        anchor_sizes_from_data(np.array([[0.0, 3.0]]), 2)
+
+
+def test_image_size_is_the_median_longer_side_rounded_and_bounded() -> None:
+    def coco(*sides: tuple[int, int]) -> dict:
+        return {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in enumerate(sides)]}
+
+    assert image_size_from_data(coco((640, 480), (600, 800), (500, 500))) == 640
+    assert image_size_from_data(coco((20, 30))) == 64
+    assert image_size_from_data(coco((4000, 3000))) == 1024
+    with pytest.raises(ValueError, match="no images"):
+        image_size_from_data({"images": []})

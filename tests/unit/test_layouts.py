@@ -231,6 +231,9 @@ def test_inspect_describes_a_roboflow_export(synthetic: Path, tmp_path: Path) ->
         assert text in result.output
     as_json = json.loads(CliRunner().invoke(app, ["data", "inspect", str(root), "--json"]).output)
     assert as_json["splits"]["train"]["images"] == SPLIT_SIZES["train"]
+    sizes = as_json["sizes_from_data"]  # what image_size / anchor_sizes: null resolve to
+    assert sizes["image_size"] % 32 == 0 and len(sizes["anchor_sizes"]) == 4
+    assert f"anchor_sizes {sizes['anchor_sizes']}" in result.output
     bad = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "no such dataset folder" in bad.output
 

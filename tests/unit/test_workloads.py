@@ -20,6 +20,7 @@ from sightline.cli import app
 from sightline.config import FamilyGroup, Settings, SettingsError
 from sightline.data.sources import DataSection, DetectionData
 from sightline.models import FAMILIES
+from sightline.models.anchors import anchor_sizes_from_data, coco_box_sizes, image_size_from_data
 from sightline.pipelines import validate
 from sightline.track.registry import register
 from sightline.track.runs import experiment_id
@@ -190,6 +191,22 @@ def test_keypoint_count_and_class_names_come_from_the_dataset(synth_detection_ro
     (person,) = [c for c in coco["categories"] if c.get("keypoints")]
     assert data.model_params["num_keypoints"] == len(person["keypoints"])
     assert data.class_names == [person["name"]] and data.num_classes == 2
+
+
+def test_null_image_and_anchor_sizes_come_from_the_training_data(
+    synth_detection_root: Path,
+) -> None:
+    settings = _detection_settings(synth_detection_root)
+    settings.models["faster_rcnn"] = {"image_size": None, "anchor_sizes": None, "width": 8}
+    params = DetectionWorkload().training_data(settings, "faster_rcnn").model_params
+
+    coco = json.loads((synth_detection_root / "annotations" / "train.json").read_text())
+    assert params["image_size"] == image_size_from_data(coco)
+    wh = coco_box_sizes(coco, params["image_size"])
+    assert params["anchor_sizes"] == anchor_sizes_from_data(wh, 4) and params["width"] == 8
+    settings.models["faster_rcnn"] = {"image_size": 96, "anchor_sizes": [8, 16]}
+    given = DetectionWorkload().training_data(settings, "faster_rcnn").model_params
+    assert given["image_size"] == 96 and given["anchor_sizes"] == [8, 16]  # set: kept
 
 
 def test_a_keypoint_count_in_params_that_disagrees_with_the_data_is_named(
