@@ -152,23 +152,18 @@ def data_inspect(
 
 
 def _sizes_from_data(train_coco: dict) -> dict | None:
-    """What `image_size: null` and the R-CNN family's `anchor_sizes: null` resolve to."""
-    from sightline.models.anchors import (
-        anchor_sizes_from_data,
-        coco_box_sizes,
-        image_size_from_data,
-    )
-    from sightline.models.faster_rcnn import ANCHOR_SIZES_FROM_DATA
+    """What `image_size: null` and the R-CNN family's `anchor_sizes: null` resolve to (the
+    training stage's own resolvers); None without images or boxes."""
+    from sightline.models.anchors import image_size_from_data
+    from sightline.models.faster_rcnn import anchor_sizes_from_train_boxes
 
-    boxes = [a for a in train_coco.get("annotations", []) if not a.get("iscrowd", 0)]
-    if not train_coco.get("images") or not boxes:
+    if not train_coco.get("images"):
         return None
-    image_size = image_size_from_data(train_coco)
-    wh = coco_box_sizes(train_coco, image_size)
-    return {
-        "image_size": image_size,
-        "anchor_sizes": anchor_sizes_from_data(wh, ANCHOR_SIZES_FROM_DATA),
-    }
+    params = {"image_size": image_size_from_data(train_coco), "anchor_sizes": None}
+    resolved = anchor_sizes_from_train_boxes(params, train_coco)
+    if resolved.get("anchor_sizes") is None:  # no box to size them by
+        return None
+    return {"image_size": resolved["image_size"], "anchor_sizes": resolved["anchor_sizes"]}
 
 
 def _holds_sor_files(root: Path) -> bool:
