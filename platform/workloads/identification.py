@@ -179,6 +179,35 @@ TRAIN_ADAPTER = TaskAdapter(
 )
 
 
+def _validation_people_scores(
+    settings: Settings, model: nn.Module, records: list[Any], splits: IdentitySplits
+) -> dict[str, float]:
+    """IdentificationWorkload.validation_scores on records and splits already read."""
+    options = settings.identification
+    embeddings, labels = _embed(settings, model, splits.records(records, "val"))
+    people, counts = np.unique(labels, return_counts=True)
+    shuffled = np.random.default_rng(settings.seed).permutation(len(people))
+    strangers = people[shuffled[: len(people) // 2]]
+    is_stranger = np.isin(labels, strangers)
+    enrollable = people[counts > options.headline_k]
+    known = ~is_stranger & np.isin(labels, enrollable)
+    if not known.any() or not is_stranger.any():
+        raise SettingsError(
+            f"the validation people cannot be split into enrolled people with more than "
+            f"{options.headline_k} images (identification.headline_k) and strangers: "
+            f"{len(people)} people, {int(counts.max(initial=0))} images at most"
+        )
+    enroll, query = split_enroll_query(labels[known], options.headline_k, settings.seed)
+    gallery = (embeddings[known][enroll], labels[known][enroll])
+    queries = (embeddings[known][query], labels[known][query])
+    return {
+        "top1": top1_accuracy(*gallery, *queries, options.rule),
+        "dir_at_far_1e-2": dir_at_far(
+            *gallery, *queries, embeddings[is_stranger], 1e-2, options.rule
+        ),
+    }
+
+
 class IdentificationWorkload(Workload):
     name = "identification"
     tasks = ("embed",)
@@ -310,7 +339,7 @@ class IdentificationWorkload(Workload):
         for name in PER_K:
             metrics[name] = metrics[f"{name}_k{options.headline_k}"]
         # The same two scores on the validation people: what `champion` is chosen on.
-        scores = self.validation_scores(settings, model, record)
+        scores = _validation_people_scores(settings, model, records, splits)
         metrics.update({VALIDATION_PREFIX + name: value for name, value in scores.items()})
 
         figures = {}
@@ -333,30 +362,8 @@ class IdentificationWorkload(Workload):
         """top1 and dir_at_far_1e-2 on the validation people only (the unseen and impostor
         people are the test): half of them enrolled with `headline_k` templates each (those
         with more images than that), the other half strangers."""
-        options = settings.identification
         records, splits = identity_splits(settings)
-        embeddings, labels = _embed(settings, model, splits.records(records, "val"))
-        people, counts = np.unique(labels, return_counts=True)
-        shuffled = np.random.default_rng(settings.seed).permutation(len(people))
-        strangers = people[shuffled[: len(people) // 2]]
-        is_stranger = np.isin(labels, strangers)
-        enrollable = people[counts > options.headline_k]
-        known = ~is_stranger & np.isin(labels, enrollable)
-        if not known.any() or not is_stranger.any():
-            raise SettingsError(
-                f"the validation people cannot be split into enrolled people with more than "
-                f"{options.headline_k} images (identification.headline_k) and strangers: "
-                f"{len(people)} people, {int(counts.max(initial=0))} images at most"
-            )
-        enroll, query = split_enroll_query(labels[known], options.headline_k, settings.seed)
-        gallery = (embeddings[known][enroll], labels[known][enroll])
-        queries = (embeddings[known][query], labels[known][query])
-        return {
-            "top1": top1_accuracy(*gallery, *queries, options.rule),
-            "dir_at_far_1e-2": dir_at_far(
-                *gallery, *queries, embeddings[is_stranger], 1e-2, options.rule
-            ),
-        }
+        return _validation_people_scores(settings, model, records, splits)
 
     @property
     def champion_metric(self) -> str:
