@@ -79,7 +79,13 @@ class OTDRWorkload(Workload):
                 "otdr.family_train",
                 "models.{family}",
             ),
-            "evaluate": ("seed", "otdr_data", "evaluate.split", "serve.default_score_threshold"),
+            "evaluate": (
+                "seed",
+                "otdr_data",
+                "evaluate.split",
+                "evaluate.untrained_first",
+                "serve.default_score_threshold",
+            ),
             "register": ("evaluate.split",),
         }
     )
