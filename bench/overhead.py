@@ -51,18 +51,18 @@ from sightline.workloads import workload_for
 REPEATS = 2
 EVAL_BATCH = 4  # images per forward, as sightline.evaluate.coco.predict batches them
 READING = """\
-How to read it: the batches are what grows with the data, and there our loop matches the
-bare loop within noise (no DDP wrapper at 1 worker; a small Ray-queue progress event per batch).
-The fixed cost per `fit()` is Ray Train's own: starting its controller and worker group, the
-worker building dataset and model, persisting the epoch's checkpoint to the run's storage,
-tearing the group down (this run does not split it further, and it swings with the machine's
-load). Most of it is process start: every worker imports torch, Ray and the model code, so the
-stack must be byte-compiled (`make install` does it; the previous run of this bench, without
-.pyc files under PYTHONDONTWRITEBYTECODE and on a loaded machine, measured 101 s). It is paid
-once per training (once per step of a multi-step schedule), so it dominates one-epoch trainings
-like these and Tune trials, and fades as epochs grow. Two workers are bounded by the free
-cores (Ray's own processes share them) as well as by gloo's all-reduce on CPU. The breakdown is
-the last bare repeat.
+How to read it: the batches are what grows with the data, and there our loop matches the bare
+loop within noise (no DDP wrapper at 1 worker; a small Ray-queue progress event per batch). The
+fixed cost per `fit()` is Ray Train's own: starting its controller and worker group, the worker
+building dataset and model, persisting the epoch's checkpoint to the run's storage, tearing the
+group down (the second table splits it; it swings with the machine's load). Most of it is
+process start: every worker imports torch, Ray and the model code, so the stack must be
+byte-compiled (`make install` does it; the previous run of this bench, without .pyc files under
+PYTHONDONTWRITEBYTECODE and on a loaded machine, measured 101 s). It is paid once per training
+(once per step of a multi-step schedule), so it dominates one-epoch trainings like these and
+Tune trials, and fades as epochs grow. Two workers are bounded by the free cores (Ray's own
+processes share them) as well as by gloo's all-reduce on CPU. The breakdown is the last bare
+repeat.
 """
 
 
@@ -166,9 +166,36 @@ class RayEpoch:
     wall_s: float  # fit() from call to return: Ray Train start, the epoch, report, shutdown
     images_per_s: float  # the loop's own train_images_per_s (its batches only, all workers)
     model: torch.nn.Module
+    parts: dict[str, float]  # where the wall time went (fit_parts)
 
 
-def ray_epoch(job: TrainJob, workers: int) -> RayEpoch:
+FIT_PARTS = {
+    "start": "Ray Train controller, placement group, worker processes (imports), process group",
+    "setup": "the loop's dataset, model, optimiser, DDP wrapper",
+    "batches": "the epoch's batches",
+    "checkpoint save": "`torch.save` of the epoch's state",
+    "report + teardown": "the epoch's report (checkpoint persisted, MLflow), worker group "
+    "shutdown, the driver loading the checkpoint",
+}
+
+
+def fit_parts(
+    called_at: float, wall_s: float, images: int, metrics: dict[str, Any]
+) -> dict[str, float]:
+    """Split one 1-epoch `fit()`'s wall time by the loop's own timing metrics (rank 0:
+    `loop_entered_at`, `setup_s`, `checkpoint_save_s`) and its batches (`images` at its
+    `train_images_per_s`); what is left is the report and the teardown."""
+    parts = {
+        "start": metrics["loop_entered_at"] - called_at,
+        "setup": metrics["setup_s"],
+        "batches": images / metrics["train_images_per_s"],
+        "checkpoint save": metrics["checkpoint_save_s"],
+    }
+    parts["report + teardown"] = wall_s - sum(parts.values())
+    return parts
+
+
+def ray_epoch(job: TrainJob, workers: int, images: int) -> RayEpoch:
     """One `fit()` in a fresh MLflow run: Ray Train names its run (and storage folder) after
     the MLflow run id, so reusing one would resume the finished epoch instead of training."""
     client = MlflowClient(job.tracking_uri)
@@ -179,10 +206,11 @@ def ray_epoch(job: TrainJob, workers: int) -> RayEpoch:
             "train": job.train.model_copy(update={"num_workers": workers}),
         }
     )
-    started = time.perf_counter()
+    called_at, started = time.time(), time.perf_counter()
     outcome = fit(scaled, workload_for("detection"))
     wall = time.perf_counter() - started
-    return RayEpoch(wall, float(outcome.metrics["train_images_per_s"]), outcome.model)
+    parts = fit_parts(called_at, wall, images, outcome.metrics)
+    return RayEpoch(wall, float(outcome.metrics["train_images_per_s"]), outcome.model, parts)
 
 
 def bare_evaluation(model: torch.nn.Module, settings: Settings, task: str) -> dict[str, float]:
@@ -235,6 +263,7 @@ class Measured:
     ray1_wall: list[float]
     ray2_ips: list[float]
     ray2_wall: list[float]
+    ray1_parts: dict[str, float]  # the last 1-worker fit()'s wall time by part
     bare_timings: Timings
     eval_bare_s: list[float]
     eval_ours_s: list[float]
@@ -257,14 +286,15 @@ def measure(settings: Settings, family: str, images: int) -> Measured:
             "train": job.train.model_copy(update={"epochs": 1, "max_failures": 0}),
         }
     )
+    train_images = len(group.train_adapter(job.task).dataset(job))
     bare_epoch(job, tracking_uri, run_id)  # warm-up: first calls into torch, files cached
     bare_ips, ray1, ray2, bare_timings = [], [], [], Timings()
     for _ in range(REPEATS):
         ips, timings = bare_epoch(job, tracking_uri, run_id)
         bare_ips.append(ips)
         bare_timings = timings
-        ray1.append(ray_epoch(job, 1))
-        ray2.append(ray_epoch(job, 2))
+        ray1.append(ray_epoch(job, 1, train_images))
+        ray2.append(ray_epoch(job, 2, train_images))
     model = ray1[-1].model
     record = ModelRecord(
         family=family,
@@ -291,7 +321,7 @@ def measure(settings: Settings, family: str, images: int) -> Measured:
         eval_figures.append(time.perf_counter() - started)
     return Measured(
         family=family,
-        images=len(group.train_adapter(job.task).dataset(job)),
+        images=train_images,
         batch_size=job.train.batch_size,
         threads=job.train.threads_per_worker,
         load_before=load_before,
@@ -300,6 +330,7 @@ def measure(settings: Settings, family: str, images: int) -> Measured:
         ray1_wall=[r.wall_s for r in ray1],
         ray2_ips=[r.images_per_s for r in ray2],
         ray2_wall=[r.wall_s for r in ray2],
+        ray1_parts=ray1[-1].parts,
         bare_timings=bare_timings,
         eval_bare_s=eval_bare,
         eval_ours_s=eval_ours,
@@ -348,6 +379,19 @@ def section(m: Measured) -> str:
     ]
     for name, seconds in m.bare_timings.parts.items():
         lines.append(f"| {name} | {seconds:.3f} | {100 * part_shares[name]:.1f} % |")
+    wall = sum(m.ray1_parts.values())
+    lines += [
+        "",
+        "Where one `fit()` goes (1 worker, the last repeat; from the loop's own timing metrics, "
+        "`loop_entered_at`, `setup_s`, `checkpoint_save_s`, which every training logs to MLflow):",
+        "",
+        "| part | what | s | share |",
+        "|---|---|---|---|",
+    ]
+    for name, seconds in m.ray1_parts.items():
+        lines.append(
+            f"| {name} | {FIT_PARTS[name]} | {seconds:.1f} | {100 * seconds / wall:.1f} % |"
+        )
     lines += ["", READING.strip()]
     eval_ratio = ratio(m.eval_bare_s, m.eval_ours_s)
     eval_fig_ratio = ratio(m.eval_bare_s, m.eval_ours_figures_s)

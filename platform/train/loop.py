@@ -129,6 +129,10 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    # Where a training's fixed cost goes (`sightline bench overhead`): the first epoch of an
+    # attempt reports when the loop began (unix s) and its setup; every epoch its validation and
+    # its checkpoint's save.
+    entered_at = time.time()
     job: TrainJob = config["job"]
     group: TaskGroup = config["group"]  # the task group: its adapter and its evaluator
     torch.set_num_threads(job.train.threads_per_worker)
@@ -185,6 +189,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         config.get("progress") if rank == 0 else None, job.train.epochs, len(loader)
     )
 
+    timing = {"loop_entered_at": entered_at, "setup_s": time.time() - entered_at}
     for epoch in range(start_epoch, job.train.epochs):
         _maybe_inject_failure(job, epoch, rank)
         for sampler in epoch_aware:
@@ -212,9 +217,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - started
         metrics["train_images_per_s"] = images * world / max(elapsed, 1e-9)
         metrics["lr"] = scheduler.get_last_lr()[0]
+        metrics.update(timing)
+        timing = {}
         scored = job.validation_settings is not None and epoch >= job.validation_from_epoch
         if rank == 0 and scored:
+            validation_started = time.perf_counter()
             metrics.update(validation_metrics(job, unwrap(model), group))
+            metrics["validation_s"] = time.perf_counter() - validation_started
             if selection is not None:
                 selection.update(epoch, metrics, unwrap(model))
                 metrics.update(selection.report())
@@ -227,6 +236,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         report_checkpoint = None
         with _checkpoint_folder(config.get("local_run_dir"), epoch) as tmp:
             if rank == 0:
+                save_started = time.perf_counter()
                 torch.save(
                     {
                         "model": unwrap(model).state_dict(),
@@ -237,6 +247,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     },
                     Path(tmp) / CHECKPOINT_FILE,
                 )
+                metrics["checkpoint_save_s"] = time.perf_counter() - save_started
                 report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 now, step = int(time.time() * 1000), epoch + job.epoch_offset
                 tracker.log_batch(

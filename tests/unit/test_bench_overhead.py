@@ -38,3 +38,21 @@ def test_timings_sum_per_part_and_shares_add_up(overhead) -> None:
     assert math.isclose(sum(shares.values()), 1.0)
     assert shares["forward"] > shares["data"]
     assert overhead.shares(overhead.Timings()) == {}
+
+
+def test_fit_parts_split_the_wall_time_by_the_loops_own_timings(overhead) -> None:
+    metrics = {
+        "loop_entered_at": 1000.0 + 12.0,
+        "setup_s": 3.0,
+        "train_images_per_s": 48.0,
+        "checkpoint_save_s": 0.5,
+    }
+    parts = overhead.fit_parts(called_at=1000.0, wall_s=30.0, images=96, metrics=metrics)
+    assert parts == {
+        "start": 12.0,
+        "setup": 3.0,
+        "batches": 2.0,
+        "checkpoint save": 0.5,
+        "report + teardown": 12.5,
+    }
+    assert set(parts) == set(overhead.FIT_PARTS)
