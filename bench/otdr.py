@@ -24,12 +24,13 @@ from sightline.artifacts import load_trained, model_dir
 from sightline.config import Settings, load_settings
 from sightline.data.otdr import EVENT_TYPES, Trace
 from sightline.evaluate.otdr import (
+    SNR,
+    SPACING,
+    Banding,
     map_vs_snr_figure,
     predict,
     score,
-    scores_by_snr,
-    snr_bands,
-    trace_snr_db,
+    scores_by_band,
 )
 from sightline.models import FAMILIES
 from sightline.track.runs import use_tracking
@@ -37,6 +38,15 @@ from sightline.workloads.otdr import load_traces
 
 BASELINE, DETECTOR = "otdr_window", "otdr_detector"
 LENIENT_IOU = 0.1
+BANDINGS = (SNR, SPACING)
+BAND_TITLES = {SNR.name: "SNR band", SPACING.name: "sample-spacing band"}
+BAND_NOTES = {
+    SNR.name: "SNR is measured on each trace: the launch level above the noise floor after the "
+    "fibre's end (platform/evaluate/otdr.py); {unknown} trace(s) without a measurable floor are "
+    "in no band.",
+    SPACING.name: "Metres of fibre per sample, as the trace records it (real instruments: "
+    "0.05-5 m); a detector that learnt one spacing may miss events at another.",
+}
 SEED_CLAIM_POINTS = 27.0
 # The params.yaml keys this benchmark reads; dvc.yaml lists exactly these (a literal: the test
 # reads it without running the script's imports).
@@ -56,7 +66,7 @@ COLUMNS = [
 class Row:
     family: str
     metrics: dict[str, float]
-    by_snr: list[dict[str, Any]]
+    by_band: dict[str, list[dict[str, Any]]]  # Banding.name -> its rows
     parameters: int
 
 
@@ -76,7 +86,7 @@ def measure(settings: Settings, family: str, traces: list[Trace]) -> Row | None:
     return Row(
         family=family,
         metrics=metrics,
-        by_snr=scores_by_snr(traces, predictions, threshold),
+        by_band={b.name: scores_by_band(traces, predictions, threshold, b) for b in BANDINGS},
         parameters=sum(p.numel() for p in model.parameters()),
     )
 
@@ -147,7 +157,8 @@ def markdown(
     for row in rows.values():
         cells = [_cell(row.metrics[f"ap_50_{name}"], 3) for name in EVENT_TYPES]
         lines.append(f"| {row.family} | " + " | ".join(cells) + " |")
-    lines += _snr_table(rows, traces)
+    for banding in BANDINGS:
+        lines += _band_table(rows, traces, banding)
     lines += ["", "## Verdicts on our numbers", ""]
     lines += [f"- {claim}: **{verdict}**" for claim, verdict in verdicts(rows)]
     lines += [
@@ -157,24 +168,23 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def _snr_table(rows: dict[str, Row], traces: list[Trace]) -> list[str]:
-    unknown = sum(not math.isfinite(trace_snr_db(t)) for t in traces)
-    header = ["SNR band", "traces"]
+def _band_table(rows: dict[str, Row], traces: list[Trace], banding: Banding) -> list[str]:
+    unknown = sum(not math.isfinite(banding.value(t)) for t in traces)
+    header = [BAND_TITLES[banding.name], "traces"]
     header += [f"{f} {m}" for m in ("map_50", "loc err median (m)") for f in rows]
     lines = [
         "",
-        "## Per SNR band",
+        f"## Per {BAND_TITLES[banding.name]}",
         "",
-        "SNR is measured on each trace: the launch level above the noise floor after the fibre's "
-        f"end (platform/evaluate/otdr.py); {unknown} trace(s) without a measurable floor are in "
-        "no band.",
+        BAND_NOTES[banding.name].format(unknown=unknown),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for band, _, _ in snr_bands():
+    for band, _, _ in banding.bands():
         by_family = {
-            f: next((b for b in r.by_snr if b["band"] == band), None) for f, r in rows.items()
+            f: next((b for b in r.by_band[banding.name] if b["band"] == band), None)
+            for f, r in rows.items()
         }
         count = next((b["traces"] for b in by_family.values() if b), 0)
         if not count:
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(rows, traces, args.split, threshold, torch.get_num_threads())
     metrics = {f"{r.family}.{k}": v for r in rows.values() for k, v in r.metrics.items()}
     metrics |= {f"{r.family}.parameters": r.parameters for r in rows.values()}
-    figure = map_vs_snr_figure({f: r.by_snr for f, r in rows.items()})
+    figure = map_vs_snr_figure({f: r.by_band[SNR.name] for f, r in rows.items()})
     publish(
         settings,
         name="otdr",

@@ -1,5 +1,10 @@
 """An OTDR event detector scored on a split of traces: the 1-D event metrics (events1d.py),
-the same per SNR band, inference time per km of fibre, and figures for MLflow.
+the same per SNR band and per sample-spacing band, inference time per km of fibre, and figures
+for MLflow.
+
+Real acquisitions span 0.05-5 m per sample (short pulses on a patch cord, long ones on 100 km of
+fibre), and a detector that learnt one spacing may miss events at another: the spacing bands
+say where it holds.
 
 SNR is measured on each labelled trace, as the simulator defines it (the launch level above
 the noise floor, in displayed dB): the noise floor from the samples after the labelled fibre
@@ -13,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,7 @@ from sightline.evaluate.events1d import evaluate_events
 
 END_TYPES = ("fiber_end", "fiber_cut")
 SNR_BAND_EDGES_DB = (18.0, 24.0)  # -> "< 18 dB", "18-24 dB", ">= 24 dB"
+SPACING_BAND_EDGES_M = (0.25, 1.0, 2.5)  # -> "< 0.25 m", "0.25-1 m", "1-2.5 m", ">= 2.5 m"
 MIN_FLOOR_SAMPLES = 32
 MIN_FIBRE_SAMPLES = 16
 HALF_NORMAL_MEDIAN = 0.6745  # median of |N(0, 1)|
@@ -36,8 +42,9 @@ TRACES_IN_FIGURE = 4
 @dataclass
 class TraceEvaluation:
     metrics: dict[str, float]
-    # One row per SNR band: {"band", "low_db", "high_db", "traces", "map_50", ...}.
+    # One row per band: {"band", "low", "high", "traces", "mean", "map_50", ...}.
     by_snr: list[dict[str, Any]]
+    by_spacing: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, Figure] = field(default_factory=dict)
 
 
@@ -69,13 +76,32 @@ def trace_snr_db(trace: Trace) -> float:
     return float(launch_db) - noise_db
 
 
-def snr_bands(edges: Sequence[float] = SNR_BAND_EDGES_DB) -> list[tuple[str, float, float]]:
-    """(name, low, high) of each band; the outer bands are open."""
-    bounds = [-math.inf, *edges, math.inf]
-    names = [f"< {edges[0]:g} dB"]
-    names += [f"{a:g}-{b:g} dB" for a, b in itertools.pairwise(edges)]
-    names += [f">= {edges[-1]:g} dB"]
-    return [(n, lo, hi) for n, (lo, hi) in zip(names, itertools.pairwise(bounds), strict=True)]
+def trace_spacing_m(trace: Trace) -> float:
+    """Metres of fibre per sample."""
+    return trace.resolution_m
+
+
+@dataclass(frozen=True)
+class Banding:
+    """How traces are grouped for the per-band scores: a value per trace, cut at `edges`."""
+
+    name: str  # "snr", "spacing": the MLflow table `map_50_by_<name>.json`
+    unit: str
+    edges: tuple[float, ...]
+    value: Callable[[Trace], float]
+
+    def bands(self) -> list[tuple[str, float, float]]:
+        """(name, low, high) of each band; the outer bands are open."""
+        edges, unit = self.edges, self.unit
+        bounds = [-math.inf, *edges, math.inf]
+        names = [f"< {edges[0]:g} {unit}"]
+        names += [f"{a:g}-{b:g} {unit}" for a, b in itertools.pairwise(edges)]
+        names += [f">= {edges[-1]:g} {unit}"]
+        return [(n, lo, hi) for n, (lo, hi) in zip(names, itertools.pairwise(bounds), strict=True)]
+
+
+SNR = Banding("snr", "dB", SNR_BAND_EDGES_DB, trace_snr_db)
+SPACING = Banding("spacing", "m", SPACING_BAND_EDGES_M, trace_spacing_m)
 
 
 def evaluate_traces(
@@ -93,12 +119,13 @@ def evaluate_traces(
     metrics = score(traces, predictions, score_threshold)
     total_km = sum(t.length_m for t in traces) / 1000
     metrics["inference_ms_per_km"] = 1000 * seconds / total_km
-    by_snr = scores_by_snr(traces, predictions, score_threshold)
+    by_snr = scores_by_band(traces, predictions, score_threshold, SNR)
+    by_spacing = scores_by_band(traces, predictions, score_threshold, SPACING)
     figures = {}
     if with_figures:
         figures["map_50_vs_snr.png"] = map_vs_snr_figure({title or "model": by_snr})
         figures["traces.png"] = traces_figure(traces, predictions, score_threshold)
-    return TraceEvaluation(metrics=metrics, by_snr=by_snr, figures=figures)
+    return TraceEvaluation(metrics=metrics, by_snr=by_snr, by_spacing=by_spacing, figures=figures)
 
 
 def score(
@@ -118,13 +145,18 @@ def score(
     )
 
 
-def scores_by_snr(
-    traces: Sequence[Trace], predictions: Sequence[dict[str, Any]], score_threshold: float
+def scores_by_band(
+    traces: Sequence[Trace],
+    predictions: Sequence[dict[str, Any]],
+    score_threshold: float,
+    banding: Banding,
 ) -> list[dict[str, Any]]:
-    snrs = np.array([trace_snr_db(t) for t in traces])
+    """The event metrics of each band's traces (bands without a trace are left out; a trace
+    whose value is NaN, e.g. an SNR without a noise floor, is in no band)."""
+    values = np.array([banding.value(t) for t in traces])
     rows = []
-    for name, low, high in snr_bands():
-        members = np.flatnonzero((snrs >= low) & (snrs < high))
+    for name, low, high in banding.bands():
+        members = np.flatnonzero((values >= low) & (values < high))
         if not len(members):
             continue
         band = score(
@@ -133,10 +165,10 @@ def scores_by_snr(
         rows.append(
             {
                 "band": name,
-                "low_db": None if math.isinf(low) else low,
-                "high_db": None if math.isinf(high) else high,
+                "low": None if math.isinf(low) else low,
+                "high": None if math.isinf(high) else high,
                 "traces": len(members),
-                "mean_snr_db": float(snrs[members].mean()),
+                "mean": float(values[members].mean()),
                 **band,
             }
         )
@@ -149,13 +181,13 @@ def map_vs_snr_figure(series: dict[str, list[dict[str, Any]]]) -> Figure:
     ax = fig.subplots()
     for name, rows in series.items():
         ax.plot(
-            [r["mean_snr_db"] for r in rows],
+            [r["mean"] for r in rows],
             [max(r["map_50"], 0.0) for r in rows],
             "o-",
             label=name,
         )
         for row in rows:
-            ax.annotate(row["band"], (row["mean_snr_db"], max(row["map_50"], 0.0)), fontsize=6)
+            ax.annotate(row["band"], (row["mean"], max(row["map_50"], 0.0)), fontsize=6)
     ax.set(xlabel="trace SNR (launch level above the noise floor, dB)", ylabel="map_50")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)

@@ -123,7 +123,10 @@ class OTDRWorkload(Workload):
         return Evaluation(
             metrics=result.metrics,
             figures=result.figures,
-            tables={"map_50_by_snr.json": {"bands": result.by_snr}},
+            tables={
+                "map_50_by_snr.json": {"bands": result.by_snr},
+                "map_50_by_spacing.json": {"bands": result.by_spacing},
+            },
         )
 
     def registry_metrics(self, metrics: dict[str, float]) -> dict[str, float]:

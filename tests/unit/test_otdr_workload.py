@@ -18,7 +18,7 @@ from sightline.data.otdr import EVENT_TYPES, NUM_CLASSES, Trace, load_split
 from sightline.data.otdr_dataset import TraceDataset, collate
 from sightline.data.synth.otdr import generate, simulate_trace
 from sightline.data.synth.params import SynthOTDR
-from sightline.evaluate.otdr import snr_bands, trace_snr_db
+from sightline.evaluate.otdr import SNR, SPACING, trace_snr_db
 from sightline.train.job import job_for
 from sightline.workloads import workload_for
 from sightline.workloads.otdr import REGISTRY_METRICS
@@ -135,11 +135,15 @@ def test_snr_of_a_trace_without_a_fibre_end_is_nan() -> None:
     assert math.isnan(trace_snr_db(trace))
 
 
-def test_snr_bands_cover_every_value_once() -> None:
-    bands = snr_bands((18.0, 24.0))
+def test_snr_and_spacing_bands_cover_every_value_once() -> None:
+    bands = SNR.bands()
     assert [name for name, _, _ in bands] == ["< 18 dB", "18-24 dB", ">= 24 dB"]
     for value in (-5.0, 17.9, 18.0, 23.99, 24.0, 60.0):
         assert sum(low <= value < high for _, low, high in bands) == 1
+    spacing = SPACING.bands()
+    assert [name for name, _, _ in spacing] == ["< 0.25 m", "0.25-1 m", "1-2.5 m", ">= 2.5 m"]
+    for metres in (0.05, 0.25, 0.99, 1.0, 2.5, 5.0):
+        assert sum(low <= metres < high for _, low, high in spacing) == 1
 
 
 def test_training_data_counts_no_event_as_class_0(settings: Settings) -> None:
@@ -164,6 +168,12 @@ def test_a_perfect_model_scores_1_and_no_localisation_error(settings: Settings) 
     bands = result.tables["map_50_by_snr.json"]["bands"]
     assert sum(b["traces"] for b in bands) <= len(traces)
     assert all(b["map_50"] == pytest.approx(1.0) for b in bands)
+    spacing = result.tables["map_50_by_spacing.json"]["bands"]
+    assert sum(b["traces"] for b in spacing) == len(traces)  # every trace has a spacing
+    assert all(b["map_50"] == pytest.approx(1.0) for b in spacing)
+    for row in spacing:
+        low, high = row["low"] or 0.0, row["high"] or math.inf
+        assert low <= row["mean"] < high
 
 
 def test_first_scores_only_the_split_s_first_traces(settings: Settings) -> None:
