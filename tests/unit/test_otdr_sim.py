@@ -14,7 +14,18 @@ from sightline.data.errors import DatasetError
 from sightline.data.otdr import EVENT_TYPES, Event, Trace, load_split, save_split
 from sightline.data.synth.otdr import SPLITS, SynthOTDR, generate, simulate_trace
 
-SMALL = SynthOTDR(num_samples=(2048, 4096), train=3, val=2, test=2)
+# The base physics on short traces of 0.25-4 m: no reels, ghosts or gainers (tested apart).
+SMALL = SynthOTDR(
+    num_samples=(2048, 4096),
+    resolution_m=(0.25, 4.0),
+    train=3,
+    val=2,
+    test=2,
+    launch_reel_probability=0.0,
+    receive_reel_probability=0.0,
+    ghost_probability=0.0,
+    gainer_probability=0.0,
+)
 
 
 def traces(cfg: SynthOTDR, count: int, seed: int = 0) -> list[Trace]:
@@ -65,7 +76,7 @@ def test_labels_are_ordered_disjoint_inside_and_end_with_the_fibre() -> None:
         assert all(e.type in ("face_plate", "pass_through") for e in events[:-1])
         assert all(a.end <= b.start for a, b in itertools.pairwise(events))
         assert events[-1].end <= len(trace.samples)
-        assert 2048 <= len(trace.samples) <= 16384
+        assert 8192 <= len(trace.samples) <= 65536
 
 
 def test_some_events_lie_closer_together_than_one_300_sample_window() -> None:
@@ -78,11 +89,57 @@ def test_some_events_lie_closer_together_than_one_300_sample_window() -> None:
     assert len(close) >= 3
 
 
-def test_every_event_type_and_both_wavelengths_occur() -> None:
-    drawn = traces(SynthOTDR(), 30)
+def test_every_event_type_and_wavelength_and_real_acquisition_ranges_occur() -> None:
+    drawn = traces(SynthOTDR(), 40)
     assert {e.type for t in drawn for e in t.events} == set(EVENT_TYPES)
-    assert {t.wavelength_nm for t in drawn} == {1310.0, 1550.0}
-    assert len({t.pulse_width_ns for t in drawn}) >= 3
+    assert {t.wavelength_nm for t in drawn} == {1310.0, 1550.0, 1625.0}
+    assert len({t.pulse_width_ns for t in drawn}) >= 6
+    spacings = [t.resolution_m for t in drawn]
+    assert 0.05 <= min(spacings) < 0.15 and 2.5 < max(spacings) <= 5.0
+    pulses = [t.pulse_width_ns for t in drawn]
+    assert min(pulses) <= 10 and max(pulses) >= 1000
+
+
+def test_reels_put_a_connector_a_reel_length_from_each_end_of_the_fibre() -> None:
+    cfg = SynthOTDR(
+        num_samples=(8192, 8192),
+        resolution_m=(1.0, 1.0),
+        launch_reel_probability=1.0,
+        receive_reel_probability=1.0,
+        reel_length_m=(500.0, 500.0),
+        events_per_trace=(0, 0),
+        fibre_end_fraction=(0.8, 0.8),
+    )
+    for trace in traces(cfg, 4):
+        *connectors, end = trace.events
+        assert [e.type for e in connectors] == ["face_plate", "face_plate"]
+        assert connectors[0].start == 500  # 500 m of launch reel at 1 m per sample
+        assert end.start - connectors[1].end == 500  # the receive reel, then the fibre's end
+
+
+def test_a_ghost_is_a_reflection_at_twice_the_strongest_ones_distance_and_no_event() -> None:
+    base = dict(
+        num_samples=(8192, 8192),
+        resolution_m=(1.0, 1.0),
+        events_per_trace=(0, 0),
+        fiber_cut_probability=0.0,
+        fibre_end_fraction=(0.3, 0.3),
+        fiber_end_reflectance_db=(-14.0, -14.0),
+        snr_db=(40.0, 40.0),
+        launch_reel_probability=0.0,
+        receive_reel_probability=0.0,
+        ghost_level_db=(-10.0, -10.0),
+    )
+    with_ghost = simulate_trace(np.random.default_rng(1), SynthOTDR(**base, ghost_probability=1.0))
+    without = simulate_trace(np.random.default_rng(1), SynthOTDR(**base, ghost_probability=0.0))
+    end = int(with_ghost.events[-1].start)
+    assert with_ghost.events == without.events  # the ghost is not labelled
+    ghost = slice(2 * end, 2 * end + 10)
+    assert with_ghost.samples[ghost].max() > without.samples[ghost].max() + 3.0
+    quiet = slice(2 * end + 400, 2 * end + 800)  # away from the ghost: the same noise floor
+    assert np.mean(with_ghost.samples[quiet]) == pytest.approx(
+        np.mean(without.samples[quiet]), abs=0.5
+    )
 
 
 def test_the_launch_reflection_comes_first_and_events_after_its_dead_zone() -> None:
@@ -93,8 +150,8 @@ def test_the_launch_reflection_comes_first_and_events_after_its_dead_zone() -> N
         assert first > 2 * pulse
         launch_peak = trace.samples[: 2 * pulse].max()
         assert launch_peak > trace.samples[first - pulse : first].mean() + 3.0
-        assert trace.samples.max() <= 0.0  # the receiver clips at 0 dB
-        saturated += bool(launch_peak == 0.0)
+        assert trace.samples.max() <= 0.0  # the receiver clips at its ceiling, <= 0 dB
+        saturated += bool(launch_peak == trace.samples.max())  # the launch reflection is clipped
     assert saturated >= 3
 
 
@@ -113,9 +170,12 @@ def test_backscatter_falls_with_the_fibre_attenuation(
         assert low <= -slope <= high
 
 
-def test_a_pass_through_is_a_step_loss_equal_to_its_label() -> None:
+@pytest.mark.parametrize("gainers", [0.0, 1.0])
+def test_a_pass_through_is_a_step_loss_equal_to_its_label(gainers: float) -> None:
+    """A gainer (an apparent gain at a splice between unlike fibres) steps up by its label."""
     cfg = SMALL.model_copy(
         update={
+            "gainer_probability": gainers,
             "face_plate_probability": 0.0,
             "snr_db": (45.0, 45.0),
             "receiver_tail_fraction": 0.0,
@@ -134,6 +194,7 @@ def test_a_pass_through_is_a_step_loss_equal_to_its_label() -> None:
             level_before = line_at(trace.samples, start - fit - 2, start - 2, start)
             level_after = line_at(trace.samples, end + 2, end + fit + 2, start)
             assert level_before - level_after == pytest.approx(event.loss_db, abs=0.01)
+            assert (event.loss_db < 0) == (gainers == 1.0)
             checked += 1
     assert checked >= 3
 

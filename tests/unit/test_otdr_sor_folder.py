@@ -27,7 +27,11 @@ from sightline.workloads.otdr import load_traces
 from tests.conftest import REPO_ROOT
 from tests.unit.test_otdr_models import TINY
 
-SIM = SynthOTDR(num_samples=(1024, 1400), events_per_trace=(1, 3))
+# A KeyEvents table tells ends apart by reflectance only (a reflective end reads as fiber_end):
+# the simulated cuts are non-reflective so that the types round-trip.
+SIM = SynthOTDR(
+    num_samples=(1024, 1400), events_per_trace=(1, 3), fiber_cut_reflective_probability=0.0
+)
 REAL_FILES = REPO_ROOT.parent / "shared" / "data" / "otdr-real"
 SPLITS = ["train", "val", "test"]
 

@@ -11,7 +11,15 @@ fibre. What comes back (two-way power, shown as one-way dB = 5·log10) is
   recovery tail; the front-panel reflection saturates the receiver (clipped at 0 dB), which
   makes the launch dead zone;
 * noise: additive in linear power, so in dB it grows with distance until the trace sinks into
-  the noise floor `snr_db` below the launch level; nothing but noise after the fibre's end.
+  the noise floor `snr_db` below the launch level; nothing but noise after the fibre's end;
+* the receiver's ceiling (`saturation_db`): strong reflections are clipped flat;
+* a ghost, sometimes: the strongest reflection bounced off the front panel and back, a weaker
+  copy at twice its distance, with no loss (not an event: nothing is there).
+
+Acquisitions span what real instruments record: 8k-64k samples of 0.05-5 m, pulses of 3 ns to
+20 us, 1310/1550/1625 nm, launch and receive reels (a spool of fibre before and after the fibre
+under test, joined by a connector: a face_plate at the reel's end), and "gainer" splices (a
+pass_through whose step goes up, as a splice between unlike fibres reads from one side).
 
 The receiver's band limit is a causal low-pass, so nothing moves before an event's start.
 Event types: face_plate (connector: reflection + loss), pass_through (splice: step loss),
@@ -35,7 +43,7 @@ from sightline.data.otdr import SPEED_OF_LIGHT_M_PER_S, Event, Trace, save_split
 from sightline.data.synth.params import SynthOTDR
 
 SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # An event lasts until the trace is back within 0.5 dB of the backscatter (the usual definition
 # of an OTDR's attenuation dead zone).
@@ -62,6 +70,7 @@ class Acquisition:
     tail_fraction: float  # the recovery tail's start, as a fraction of the reflection
     tail_tau: float  # samples
     rc_tau: float  # samples
+    saturation_db: float  # the receiver's ceiling
 
     def reflection_excess(self, reflectance_db: float | None) -> float:
         """Reflected power over the local backscatter power (linear); 0 if not reflective."""
@@ -81,6 +90,11 @@ class Acquisition:
         tail = _decay_time(self.tail_tau, self.tail_fraction * excess, settled_below)
         band_limit = _decay_time(self.rc_tau, step + excess, settled_below)
         return max(2, math.ceil(self.pulse_samples + tail + band_limit))
+
+    def width_of(self, loss_db: float, reflectance_db: float | None) -> int:
+        """A face_plate's or pass_through's extent (a gainer's step counts as its size)."""
+        step = abs(1 - 10 ** (-loss_db / 5))
+        return self.event_width(reflectance_db, VISIBLE_EXCESS, step)
 
     def loss_to(self, sample: int, event_losses_db: float) -> float:
         """One-way loss (dB) from the first sample to `sample`: fibre plus events before it."""
@@ -128,7 +142,8 @@ def simulate_trace(rng: np.random.Generator, cfg: SynthOTDR, trace_id: str = "")
         acq.pulse_samples
     )
     end_kind, end_start, end_reflectance = _draw_fibre_end(rng, cfg, acq)
-    events = _place_events(rng, cfg, acq, dead_zone_end, end_start)
+    reels = _reel_connectors(rng, cfg, acq, dead_zone_end, end_start)
+    events = _place_events(rng, cfg, acq, dead_zone_end, end_start, reels)
     losses_db = sum(e.loss_db or 0.0 for e in events)
     # The drawn SNR, raised where needed so the fibre's end stays above the noise floor.
     snr_db = max(
@@ -139,7 +154,8 @@ def simulate_trace(rng: np.random.Generator, cfg: SynthOTDR, trace_id: str = "")
     settled = NOISE_SETTLED * noise_std / acq.fibre_level(end_start, losses_db)
     width = min(acq.event_width(end_reflectance, settled), acq.num_samples - end_start)
     events.append(PlannedEvent(end_kind, end_start, width, None, end_reflectance))
-    samples = _render(rng, acq, events, front_reflectance, noise_std)
+    ghost_db = _uniform(rng, cfg.ghost_level_db) if rng.random() < cfg.ghost_probability else None
+    samples = _render(rng, acq, events, front_reflectance, noise_std, ghost_db)
     return Trace(
         samples=samples,
         resolution_m=acq.resolution_m,
@@ -189,6 +205,7 @@ def _acquisition(rng: np.random.Generator, cfg: SynthOTDR) -> Acquisition:
         tail_fraction=cfg.receiver_tail_fraction,
         tail_tau=pulse_samples * _uniform(rng, cfg.receiver_tail_pulses),
         rc_tau=pulse_samples * cfg.receiver_rc_pulses,
+        saturation_db=_uniform(rng, cfg.saturation_db),
     )
 
 
@@ -214,31 +231,61 @@ def _draw_fibre_end(
     return "fiber_end", start, round(_uniform(rng, cfg.fiber_end_reflectance_db), 3)
 
 
+def _fits(
+    start: int, width: int, gap: int, first_free: int, fibre_end: int, placed: list[PlannedEvent]
+) -> bool:
+    """Whether an event at `start` lies between the dead zone and the end, `gap` from others."""
+    return (
+        start >= first_free
+        and start + width + gap <= fibre_end
+        and all(start + width + gap <= e.start or e.end + gap <= start for e in placed)
+    )
+
+
+def _reel_connectors(
+    rng: np.random.Generator, cfg: SynthOTDR, acq: Acquisition, first_free: int, fibre_end: int
+) -> list[PlannedEvent]:
+    """The connectors of a launch reel (a reel length after the instrument) and of a receive
+    reel (a reel length before the fibre's end), where the trace has room for them."""
+    gap = max(2, math.ceil(acq.pulse_samples))
+    placed: list[PlannedEvent] = []
+    for probability, at_start in (
+        (cfg.launch_reel_probability, True),
+        (cfg.receive_reel_probability, False),
+    ):
+        used = rng.random() < probability
+        reel = round(_uniform(rng, cfg.reel_length_m) / acq.resolution_m)
+        loss = round(_uniform(rng, cfg.face_plate_loss_db), 3)
+        reflectance = round(_uniform(rng, cfg.face_plate_reflectance_db), 3)
+        width = acq.width_of(loss, reflectance)
+        start = reel if at_start else fibre_end - reel - width
+        if used and _fits(start, width, gap, first_free, fibre_end, placed):
+            placed.append(PlannedEvent("face_plate", start, width, loss, reflectance))
+    return placed
+
+
 def _place_events(
     rng: np.random.Generator,
     cfg: SynthOTDR,
     acq: Acquisition,
     first_free: int,
     fibre_end: int,
+    fixed: list[PlannedEvent],
 ) -> list[PlannedEvent]:
-    """Non-overlapping face_plate / pass_through events between the dead zone and the end."""
+    """Non-overlapping face_plate / pass_through events between the dead zone and the end,
+    clear of the `fixed` ones (the reels' connectors), which are kept."""
     gap = max(2, math.ceil(acq.pulse_samples))
     count = int(rng.integers(cfg.events_per_trace[0], cfg.events_per_trace[1] + 1))
-    placed: list[PlannedEvent] = []
+    placed = sorted(fixed, key=lambda e: e.start)
     for _ in range(count):
         kind, loss, reflectance = _draw_event(rng, cfg)
-        step = 1 - 10 ** (-loss / 5)
-        width = acq.event_width(reflectance, VISIBLE_EXCESS, step)
+        width = acq.width_of(loss, reflectance)
         for _ in range(PLACEMENT_TRIES):
             if placed and rng.random() < cfg.cluster_probability:
                 start = placed[-1].end + int(rng.integers(*cfg.cluster_gap_samples, endpoint=True))
             else:
                 start = int(rng.integers(first_free, max(first_free + 1, fibre_end)))
-            if (
-                start >= first_free
-                and start + width + gap <= fibre_end
-                and all(start + width + gap <= e.start or e.end + gap <= start for e in placed)
-            ):
+            if _fits(start, width, gap, first_free, fibre_end, placed):
                 placed.append(PlannedEvent(kind, start, width, loss, reflectance))
                 break
     return sorted(placed, key=lambda e: e.start)
@@ -249,6 +296,8 @@ def _draw_event(rng: np.random.Generator, cfg: SynthOTDR) -> tuple[str, float, f
         loss = _uniform(rng, cfg.face_plate_loss_db)
         reflectance = round(_uniform(rng, cfg.face_plate_reflectance_db), 3)
         return "face_plate", round(loss, 3), reflectance
+    if rng.random() < cfg.gainer_probability:
+        return "pass_through", -round(_uniform(rng, cfg.gainer_gain_db), 3), None
     return "pass_through", round(_uniform(rng, cfg.pass_through_loss_db), 3), None
 
 
@@ -258,8 +307,10 @@ def _render(
     events: list[PlannedEvent],
     front_reflectance_db: float,
     noise_std: float,
+    ghost_db: float | None = None,
 ) -> np.ndarray:
-    """Samples in dB: backscatter + reflections through the receiver, noise, saturation."""
+    """Samples in dB: backscatter + reflections through the receiver, noise, saturation; with
+    `ghost_db`, the strongest event reflection again at twice its distance, that much weaker."""
     n = acq.num_samples
     one_way_db = np.arange(n) * (acq.attenuation_db_per_km * acq.resolution_m / 1000)
     steps = np.zeros(n)
@@ -276,6 +327,9 @@ def _render(
             # Reflected before the event's own loss: the loss applies to what lies beyond it.
             before = attenuation[event.start] * 10 ** ((steps[event.start]) / 5)
             reflections[event.start] += acq.reflection_excess(event.reflectance_db) * before
+    source = int(np.argmax(reflections[1:])) + 1  # the front panel's own ghost sits at 0
+    if ghost_db is not None and reflections[source] > 0 and 2 * source < n:
+        reflections[2 * source] += reflections[source] * 10 ** (ghost_db / 10)
     pulse = _pulse_kernel(acq.pulse_samples)
     # Fading ripple: white in the fibre, smoothed by the pulse like the backscatter itself.
     ripple = _convolve(rng.standard_normal(n), pulse / np.sqrt(np.sum(pulse**2)))
@@ -285,7 +339,7 @@ def _render(
     power *= 10 ** (acq.launch_level_db / 5)
     received = np.abs(power + noise_std * rng.standard_normal(n))
     db = 5 * np.log10(np.maximum(received, 0.05 * noise_std))
-    return np.minimum(db, 0.0).astype(np.float32)  # the receiver saturates at 0 dB
+    return np.minimum(db, acq.saturation_db).astype(np.float32)  # the receiver saturates
 
 
 def _convolve(signal: np.ndarray, kernel: np.ndarray) -> np.ndarray:

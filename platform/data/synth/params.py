@@ -32,14 +32,32 @@ class SynthOTDR(BaseModel):
     train: int = Field(400, ge=0)
     val: int = Field(80, ge=0)
     test: int = Field(80, ge=0)
-    num_samples: tuple[int, int] = (2048, 16384)
-    resolution_m: tuple[float, float] = (0.25, 4.0)  # drawn log-uniformly
+    # Real acquisitions: 8k-64k samples of 0.05-5 m, pulses of 3 ns-20 us, 1310/1550/1625 nm.
+    num_samples: tuple[int, int] = (8192, 65536)
+    resolution_m: tuple[float, float] = (0.05, 5.0)  # drawn log-uniformly
     group_index: tuple[float, float] = (1.465, 1.470)
-    wavelengths_nm: list[int] = Field(default_factory=lambda: [1310, 1550])
+    wavelengths_nm: list[int] = Field(default_factory=lambda: [1310, 1550, 1625])
     attenuation_db_per_km: dict[int, tuple[float, float]] = Field(
         default_factory=lambda: {1310: (0.32, 0.38), 1550: (0.18, 0.22), 1625: (0.20, 0.25)}
     )
-    pulse_widths_ns: list[float] = Field(default_factory=lambda: [10, 30, 100, 300, 1000])
+    pulse_widths_ns: list[float] = Field(
+        default_factory=lambda: [
+            3,
+            5,
+            10,
+            20,
+            30,
+            50,
+            100,
+            275,
+            500,
+            1000,
+            2000,
+            5000,
+            10000,
+            20000,
+        ]
+    )
     # A pulse width is picked so the pulse covers this many samples (the width of an event).
     pulse_samples: tuple[float, float] = (3.0, 40.0)
     backscatter_coefficient_db: tuple[float, float] = (-82.0, -79.0)  # for a 1 ns pulse
@@ -54,8 +72,22 @@ class SynthOTDR(BaseModel):
     cluster_probability: float = Field(0.3, ge=0, le=1)  # next event right after the previous
     cluster_gap_samples: tuple[int, int] = (4, 200)
     face_plate_loss_db: tuple[float, float] = (0.1, 0.75)
-    face_plate_reflectance_db: tuple[float, float] = (-60.0, -35.0)
+    face_plate_reflectance_db: tuple[float, float] = (-60.0, -28.0)  # strong ones saturate
     pass_through_loss_db: tuple[float, float] = (0.05, 0.5)
+    # A splice between fibres of different mode-field diameters reads as a gain in one
+    # direction ("gainer"): a pass_through whose step goes up by this much.
+    gainer_probability: float = Field(0.1, ge=0, le=1)
+    gainer_gain_db: tuple[float, float] = (0.03, 0.2)
+    # Launch / receive reels: a spool of fibre between the instrument and the fibre under test
+    # (and after its far end), each joined by a connector (a face_plate event at its end).
+    launch_reel_probability: float = Field(0.3, ge=0, le=1)
+    receive_reel_probability: float = Field(0.2, ge=0, le=1)
+    reel_length_m: tuple[float, float] = (150.0, 1000.0)
+    # A ghost: the strongest reflection bounced off the front panel and back, seen at twice its
+    # distance (no loss, not an event: a detector must not report it).
+    ghost_probability: float = Field(0.25, ge=0, le=1)
+    ghost_level_db: tuple[float, float] = (-22.0, -10.0)  # its power relative to its source
+    saturation_db: tuple[float, float] = (-3.0, 0.0)  # the receiver's ceiling (displayed dB)
     fiber_end_reflectance_db: tuple[float, float] = (-35.0, -14.0)
     fiber_cut_reflective_probability: float = Field(0.5, ge=0, le=1)
     fiber_cut_reflectance_db: tuple[float, float] = (-60.0, -40.0)
