@@ -362,15 +362,17 @@ def schedule(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
+    ctx: typer.Context,
     name: Annotated[
         str,
         typer.Argument(help="a script in bench/: detectors, otdr, serving, tuning..."),
     ],
     params: ParamsOption = None,
 ) -> None:
-    """Run a benchmark from bench/ (results in docs/benchmarks/<name>.md and MLflow)."""
+    """Run a benchmark from bench/ (results in docs/benchmarks/<name>.md and MLflow); options
+    after the name go to the script (e.g. `sightline bench ladder --max-epochs 8`)."""
     settings = _settings(params)
     script = settings.path("bench") / f"{name}.py"
     # bench/common.py holds the scripts' shared helpers, *_locustfile.py locust's users: they
@@ -384,6 +386,7 @@ def bench(
         error(f"no benchmark {name!r}; have {known}")
         raise typer.Exit(2)
     command = [sys.executable, str(script)] + (["--params", str(params)] if params else [])
+    command += ctx.args
     raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 

@@ -64,6 +64,20 @@ def test_unknown_benchmark_is_named(tmp_path: Path) -> None:
     assert "no benchmark 'gpus'" in result.output
 
 
+def test_bench_passes_the_options_after_its_name_to_the_script(tmp_path: Path) -> None:
+    path = _params(tmp_path)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "echo.py").write_text(
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "Path(__file__).with_name('argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+    )
+    result = runner.invoke(app, ["bench", "echo", "--params", str(path), "--max-epochs", "8"])
+    assert result.exit_code == 0, result.output
+    argv = json.loads((tmp_path / "bench" / "argv.json").read_text())
+    assert argv == ["--params", str(path), "--max-epochs", "8"]
+
+
 def test_bad_params_file_is_a_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["summary", "--params", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "no such parameters file" in result.output
