@@ -10,6 +10,9 @@ serve it; load_version refuses a model directory holding anything that may be a 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,10 @@ from sightline.artifacts import (
     refuse_pickles,
     save_trained,
 )
+from sightline.console import quiet_stage
 from sightline.models.registry import family as lookup_family
+
+_log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 # Requirements written into the MLmodel: stated, so MLflow does not spend a minute inferring them.
@@ -189,7 +195,14 @@ def register(
         **tags,
         **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
     }
-    version = mlflow.register_model(model_uri, name, tags=version_tags)
+    # The fluent call prints its progress to stderr ("Registered model ... already exists",
+    # "Created version ..."): in a quiet stage, into the stage's log file instead.
+    printed = io.StringIO()
+    quiet = contextlib.redirect_stderr(printed) if quiet_stage() else contextlib.nullcontext()
+    with quiet:
+        version = mlflow.register_model(model_uri, name, tags=version_tags)
+    for line in printed.getvalue().splitlines():
+        _log.info("mlflow: %s", line)
     current = champion_version(client, name)
     previous_value = float(current.tags[f"metric.{metric}"]) if current is not None else None
     # A champion registered before scopes were recorded is taken to share this one.

@@ -164,3 +164,20 @@ def test_the_embedder_champion_is_chosen_on_the_validation_people(mlflow_store: 
     )  # fmt: skip
     assert first.promoted and not better_on_test_only.promoted
     assert better_on_test_only.metric == "val_dir_at_far_1e-2"
+
+
+def test_a_quiet_stage_keeps_mlflows_registration_chatter_in_its_log_file(
+    mlflow_store: str, tmp_path, capfd
+) -> None:
+    from sightline.console import stage_logging
+
+    uri = _log("faster_rcnn")
+    capfd.readouterr()
+    with stage_logging(tmp_path, "register-faster_rcnn") as log_path:
+        register(
+            uri, workload=workload_for("detection"), family="faster_rcnn", metrics={"map": 0.3},
+            tags={},
+        )  # fmt: skip
+    assert "sightline-detector" not in capfd.readouterr().err  # MLflow's "... registered model"
+    logged = log_path.read_text() if log_path is not None else ""
+    assert "mlflow: Successfully registered model 'sightline-detector'" in logged
