@@ -1,0 +1,282 @@
+"""Benchmark: how the trained models hold up off the synthetic distribution they learnt. Each
+task group's trained families scored on their in-distribution test data and on shifted copies
+of it: detection and identification images with noise or darker lighting, OTDR traces longer
+than the demo's (real instruments record 8k-64k samples) and at a lower SNR. Writes
+docs/benchmarks/robustness.md and an MLflow run.
+
+    python bench/robustness.py [--params params.yaml]
+    sightline bench robustness
+
+Shifted images keep their labels (the same boxes, the same people): only what the camera saw
+changes. rcnn and fast_rcnn get selective search run again on the shifted images, as a user's
+new images would. Shifted traces are drawn by the project's simulator (`synth.otdr`) with one
+setting changed and another seed. Models are those under artifacts/models (`dvc repro` makes
+them); nothing is trained here, and every number is measured on test data only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import arguments, publish
+from PIL import Image
+
+from sightline.artifacts import load_trained, model_dir, proposals_path
+from sightline.config import Settings, load_settings
+from sightline.data.detection import DetectionSplit, load_task_split
+from sightline.data.identity import IMAGE_EXTENSIONS
+from sightline.data.proposals import compute_split_proposals
+from sightline.data.sources import DetectionData
+from sightline.data.synth.otdr import simulate_trace
+from sightline.evaluate.otdr import evaluate_traces
+from sightline.models import FAMILIES
+from sightline.track.runs import use_tracking
+from sightline.workloads import workload_for
+from sightline.workloads.otdr import load_traces
+
+SPLIT = "test"
+SHIFT_SEED = 1_000_003  # another stream than the project's own test data
+OTDR_SHIFTED = 30  # traces per shifted OTDR set
+ImageShift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def noisy(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sensor noise: Gaussian, sigma 0.1 of the full range."""
+    return np.clip(pixels + rng.normal(0.0, 0.1, pixels.shape), 0.0, 1.0)
+
+
+def dark(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dim lighting: gamma 2.2, then half of the light."""
+    del rng
+    return 0.5 * pixels**2.2
+
+
+IMAGE_SHIFTS: dict[str, ImageShift] = {"noise (sigma 0.1)": noisy, "dark (gamma 2.2, x0.5)": dark}
+
+
+def shifted_image(source: Path, target: Path, shift: ImageShift, rng: np.random.Generator) -> None:
+    """`source` with `shift` applied to its pixels (in [0, 1]), saved losslessly as `target`
+    (grey stays grey)."""
+    with Image.open(source) as image:
+        mode = "L" if image.mode in ("L", "I;16", "I") else "RGB"
+        pixels = np.asarray(image.convert(mode), dtype=np.float64) / 255.0
+    out = np.round(255.0 * shift(pixels, rng)).astype(np.uint8)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(out, mode=mode).save(target.with_suffix(".png"))
+
+
+@dataclass
+class Row:
+    group: str
+    family: str
+    shift: str
+    metrics: dict[str, float]
+
+
+def trained(settings: Settings, group: str) -> list[str]:
+    families = workload_for(group).families(settings)
+    return [f for f in families if (model_dir(settings, f) / "model.json").is_file()]
+
+
+# -- detection ---------------------------------------------------------------------------------
+
+
+def shifted_detection_project(
+    settings: Settings, split: DetectionSplit, shift: ImageShift, root: Path
+) -> Settings:
+    """A scratch project at `root` whose test split is `split` with `shift` applied to every
+    image (COCO layout, PNG files) and selective search run again on it."""
+    data_root = root / "data"
+    rng = np.random.default_rng(SHIFT_SEED)
+    coco = json.loads(json.dumps(split.coco.dataset))
+    for record in coco["images"]:
+        source = split.image_path(record["id"])
+        record["file_name"] = str(Path(record["file_name"]).with_suffix(".png"))
+        shifted_image(source, data_root / "images" / record["file_name"], shift, rng)
+    (data_root / "test.json").write_text(json.dumps(coco))
+    data = DetectionData(
+        format="coco", root=data_root, images="images", splits={SPLIT: "test.json"}
+    )
+    scratch = settings.model_copy(
+        update={
+            "project_root": root,
+            "detection_data": data,
+            "evaluate": settings.evaluate.model_copy(update={"split": SPLIT}),
+        }
+    )
+    shifted = load_task_split(data, SPLIT, root, "detect")
+    cfg = settings.proposals
+    compute_split_proposals(
+        shifted,
+        proposals_path(scratch, SPLIT),
+        mode=cfg.mode,
+        max_proposals=cfg.max_proposals,
+        min_size=cfg.min_size,
+        max_side=cfg.max_side,
+        workers=cfg.workers,
+    )
+    return scratch
+
+
+def detection_rows(settings: Settings) -> list[Row]:
+    group = workload_for("detection")
+    families = [f for f in trained(settings, "detection") if FAMILIES[f].task != "keypoints"]
+    models = {f: load_trained(model_dir(settings, f)) for f in families}
+    on_test = settings.model_copy(
+        update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
+    )
+    rows = []
+    for family, (model, record) in models.items():
+        metrics = group.evaluate(on_test, model, record, with_figures=False).metrics
+        rows.append(Row("detection", family, "in distribution", metrics))
+    split = load_task_split(settings.detection_data, SPLIT, settings.project_root, "detect")
+    for name, shift in IMAGE_SHIFTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            scratch = shifted_detection_project(settings, split, shift, Path(tmp))
+            for family, (model, record) in models.items():
+                metrics = group.evaluate(scratch, model, record, with_figures=False).metrics
+                rows.append(Row("detection", family, name, metrics))
+    return rows
+
+
+# -- identification ----------------------------------------------------------------------------
+
+
+def shifted_identity_folder(source: Path, target: Path, shift: ImageShift) -> None:
+    """Every person's images under `source` with `shift` applied, same folders and names."""
+    rng = np.random.default_rng(SHIFT_SEED)
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            shifted_image(path, target / path.relative_to(source), shift, rng)
+
+
+def identification_rows(settings: Settings) -> list[Row]:
+    group = workload_for("identification")
+    models = {f: load_trained(model_dir(settings, f)) for f in trained(settings, "identification")}
+    rows = []
+    for family, (model, record) in models.items():
+        metrics = group.evaluate(settings, model, record, with_figures=False).metrics
+        rows.append(Row("identification", family, "in distribution", metrics))
+    source = settings.path(settings.identity_data.root)
+    for name, shift in IMAGE_SHIFTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            shifted_identity_folder(source, Path(tmp), shift)
+            data = settings.identity_data.model_copy(update={"root": Path(tmp)})
+            scratch = settings.model_copy(update={"identity_data": data})
+            for family, (model, record) in models.items():
+                metrics = group.evaluate(scratch, model, record, with_figures=False).metrics
+                rows.append(Row("identification", family, name, metrics))
+    return rows
+
+
+# -- OTDR ----------------------------------------------------------------------------------------
+
+OTDR_SHIFTS: dict[str, dict[str, object]] = {
+    "8k-16k samples": {"num_samples": (8192, 16384)},
+    "32k-64k samples": {"num_samples": (32768, 65536)},
+    "low SNR (8-14 dB)": {"snr_db": (8.0, 14.0), "min_end_margin_db": 2.0},
+}
+
+
+def otdr_rows(settings: Settings) -> list[Row]:
+    threshold = settings.serve.default_score_threshold
+    models = {f: load_trained(model_dir(settings, f)) for f in trained(settings, "otdr")}
+    sets = {"in distribution": load_traces(settings, SPLIT)}
+    for name, update in OTDR_SHIFTS.items():
+        cfg = settings.synth.otdr.model_copy(update=update)
+        sets[name] = [
+            simulate_trace(np.random.default_rng([SHIFT_SEED, i]), cfg, f"shift_{i:05d}")
+            for i in range(OTDR_SHIFTED)
+        ]
+    rows = []
+    for name, traces in sets.items():
+        for family, (model, _) in models.items():
+            result = evaluate_traces(model, traces, score_threshold=threshold, with_figures=False)
+            rows.append(Row("otdr", family, name, result.metrics))
+    return rows
+
+
+# -- the report --------------------------------------------------------------------------------
+
+HEADLINE = {
+    "detection": ("map", "map_50"),
+    "identification": ("top1", "dir_at_far_1e-2"),
+    "otdr": ("map_50", "loc_err_m_median"),
+}
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def markdown(rows: list[Row], load_before: float) -> str:
+    lines = [
+        "# Robustness: the trained models off their training distribution",
+        "",
+        "Generated by `sightline bench robustness` (`python bench/robustness.py`); one run, test "
+        f"data only, the models under artifacts/models; load average at the start "
+        f"{load_before:.1f} on {os.cpu_count()} cores. Shifted images keep their labels; "
+        "shifted traces are drawn by the project's simulator with the setting named changed "
+        f"({OTDR_SHIFTED} traces each). Each cell: the metric, and in brackets its change from "
+        "the in-distribution test data.",
+    ]
+    for group, names in HEADLINE.items():
+        mine = [r for r in rows if r.group == group]
+        if not mine:
+            continue
+        shifts = list(dict.fromkeys(r.shift for r in mine))
+        lines += ["", f"## {group}", "", "| family | " + " | ".join(shifts) + " |"]
+        lines.append("|---|" + "---|" * len(shifts))
+        for family in dict.fromkeys(r.family for r in mine):
+            base = next(r for r in mine if r.family == family and r.shift == "in distribution")
+            cells = []
+            for shift in shifts:
+                row = next((r for r in mine if r.family == family and r.shift == shift), None)
+                parts = []
+                for name in names:
+                    value = row.metrics.get(name) if row else None
+                    text = f"{name} {_cell(value)}"
+                    if row is not base and value is not None and math.isfinite(value):
+                        reference = base.metrics.get(name, math.nan)
+                        if math.isfinite(reference):
+                            text += f" ({value - reference:+.3f})"
+                    parts.append(text)
+                cells.append("<br>".join(parts))
+            lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments(__doc__)
+    args = parser.parse_args(argv)
+    settings = load_settings(args.params)
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
+    rows = detection_rows(settings) + identification_rows(settings) + otdr_rows(settings)
+    if not rows:
+        print("no trained model under artifacts/models; run `dvc repro` first", file=sys.stderr)
+        return 2
+    report = markdown(rows, load_before)
+    use_tracking(settings.tracking_uri)
+    metrics = {
+        f"{r.group}.{r.family}.{r.shift}.{name}": r.metrics[name]
+        for r in rows
+        for name in HEADLINE[r.group]
+        if name in r.metrics
+    }
+    publish(settings, name="robustness", group="detection", report=report, metrics=metrics)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
