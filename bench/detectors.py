@@ -195,6 +195,10 @@ def markdown(
         "How each family's inference cost grows with proposals, windows and image size (the "
         "seed's argument, with fitted per-proposal costs): [detector-costs.md](detector-costs.md)"
         " (`sightline bench cost_curves`).",
+        "",
+        "Why the end-to-end families trail R-CNN at the demo's epoch counts, with every family's "
+        "learning curve on a longer budget, map per object size and the RPN's recall against "
+        "selective search's: [ladder.md](ladder.md) (`sightline bench ladder`).",
     ]
     return "\n".join(lines) + "\n"
 
