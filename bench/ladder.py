@@ -41,7 +41,7 @@ from mlflow import MlflowClient
 from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
-from sightline.artifacts import ModelRecord, proposals_path
+from sightline.artifacts import proposals_path
 from sightline.cluster import ensure_ray
 from sightline.config import Settings, load_settings
 from sightline.data.detection import DetectionSplit, load_task_split, task_dataset
@@ -53,7 +53,7 @@ from sightline.data.proposals import (
     truth_boxes,
 )
 from sightline.track.runs import use_tracking
-from sightline.train.family_run import lineage_tags
+from sightline.train.family_run import lineage_tags, training_record
 from sightline.train.job import job_for
 from sightline.train.launcher import fit
 from sightline.workloads import workload_for
@@ -144,17 +144,7 @@ def train_curve(
     outcome = fit(job, group, ray_address=settings.ray_address)
     seconds = time.perf_counter() - started
     scores = _validation_history(client, run_id)
-    record = ModelRecord(
-        family=family,
-        task=job.task,
-        num_classes=data.num_classes,
-        model_params=data.model_params,
-        class_names=data.class_names,
-        category_ids=data.category_ids,
-        run_id=run_id,
-        model_uri="",
-        tags={},
-    )
+    record = training_record(family, data, run_id)
     model = outcome.model
     record.extras = group.after_training(scratch, model, record)
     final = group.validation_scores(scratch, model, record)

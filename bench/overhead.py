@@ -34,7 +34,6 @@ from mlflow.entities import Metric
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sightline.artifacts import ModelRecord
 from sightline.cluster import ensure_ray
 from sightline.config import Settings, load_settings
 from sightline.data.detection import load_task_split, task_dataset
@@ -42,6 +41,7 @@ from sightline.data.synth.detection import generate
 from sightline.data.synth.params import SynthDetection
 from sightline.evaluate.coco import coco_records
 from sightline.models import build_model
+from sightline.train.family_run import training_record
 from sightline.train.job import TrainJob, job_for
 from sightline.train.launcher import fit
 from sightline.train.loop import CHECKPOINT_FILE, _lr_lambda
@@ -296,17 +296,7 @@ def measure(settings: Settings, family: str, images: int) -> Measured:
         ray1.append(ray_epoch(job, 1, train_images))
         ray2.append(ray_epoch(job, 2, train_images))
     model = ray1[-1].model
-    record = ModelRecord(
-        family=family,
-        task=job.task,
-        num_classes=data.num_classes,
-        model_params=data.model_params,
-        class_names=data.class_names,
-        category_ids=data.category_ids,
-        run_id=run_id,
-        model_uri="",
-        tags={},
-    )
+    record = training_record(family, data, run_id)
     eval_bare, eval_ours, eval_figures = [], [], []
     map_bare = map_ours = float("nan")
     for _ in range(REPEATS):

@@ -81,6 +81,24 @@ def run_params(settings: Settings, family: str, data: TrainingData) -> dict[str,
     }
 
 
+def training_record(
+    family: str, data: TrainingData, run_id: str, tags: dict[str, str] | None = None
+) -> ModelRecord:
+    """The record of `family` trained on `data` in MLflow run `run_id`, before its model is
+    logged (no model URI yet)."""
+    return ModelRecord(
+        family=family,
+        task=lookup_family(family).task,
+        num_classes=data.num_classes,
+        model_params=data.model_params,
+        class_names=data.class_names,
+        category_ids=data.category_ids,
+        run_id=run_id,
+        model_uri="",
+        tags=tags or {},
+    )
+
+
 def train_and_log(
     settings: Settings,
     group: TaskGroup,
@@ -112,17 +130,7 @@ def train_and_log(
         console.print(f"[bold]{family}[/]: nothing to learn; built as is")
         torch.manual_seed(settings.seed)
         model = build_model(family, data.num_classes, **data.model_params).eval()
-    record = ModelRecord(
-        family=family,
-        task=fam.task,
-        num_classes=data.num_classes,
-        model_params=data.model_params,
-        class_names=data.class_names,
-        category_ids=data.category_ids,
-        run_id=run_id,
-        model_uri="",
-        tags=tags,
-    )
+    record = training_record(family, data, run_id, tags)
     record.extras = group.after_training(settings, model, record)
     metadata = {
         "task": fam.task,

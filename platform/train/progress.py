@@ -1,6 +1,7 @@
 """Training progress, from the Ray Train workers to the console of the process that called fit.
 
-Rank 0 puts a small event on a Ray queue after every batch and every epoch; a thread of the
+Rank 0 puts a small event on a Ray queue after a batch (at most every BATCH_EVERY_S: each put
+is an actor call, a few per cent of a small model's batch) and after every epoch; a thread of the
 calling process draws them (`sightline.console.EpochProgress`). Progress travels as data because
 a quiet stage does not subscribe to its workers' stdout, and the queue reaches workers on any
 node. Inside a Ray actor (a Tune trial) nobody watches a console, and Tune shows its own
@@ -9,7 +10,9 @@ progress: no queue then.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from ray.util.queue import Empty, Queue
 from sightline.console import EpochProgress
 
 POLL_S = 0.25  # how long the drawing thread waits for an event before checking for the end
+BATCH_EVERY_S = 0.25  # the least time between two batch events (the bar moves 4 times a second)
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,13 @@ class ProgressSender:
 
     def __init__(self, queue: Queue | None, epochs: int, batches: int) -> None:
         self._queue, self._epochs, self._batches = queue, epochs, batches
+        self._last_batch_sent = -math.inf
 
     def batch(self, epoch: int, batch: int) -> None:
+        now = time.monotonic()
+        if now - self._last_batch_sent < BATCH_EVERY_S and batch < self._batches:
+            return
+        self._last_batch_sent = now
         self._send(ProgressEvent(epoch, self._epochs, batch, self._batches))
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
