@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -214,6 +215,11 @@ HEADLINE = {
 }
 
 
+def metric_slug(text: str) -> str:
+    """`text` as MLflow allows in a metric name (letters, digits, _ - . / and spaces: none)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
@@ -266,15 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         print("no trained model under artifacts/models; run `dvc repro` first", file=sys.stderr)
         return 2
     report = markdown(rows, load_before)
+    print(report)
     use_tracking(settings.tracking_uri)
     metrics = {
-        f"{r.group}.{r.family}.{r.shift}.{name}": r.metrics[name]
+        f"{r.group}.{r.family}.{metric_slug(r.shift)}.{name}": r.metrics[name]
         for r in rows
         for name in HEADLINE[r.group]
         if name in r.metrics
     }
     publish(settings, name="robustness", group="detection", report=report, metrics=metrics)
-    print(report)
     return 0
 
 

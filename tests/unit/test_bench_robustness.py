@@ -70,3 +70,12 @@ def test_the_report_gives_each_shift_its_change_from_in_distribution(robustness)
     assert "## otdr" in text and "## detection" not in text
     assert "map_50 0.700 (-0.200)" in text and "loc_err_m_median 2.500 (+1.500)" in text
     assert "map_50 0.900<br>" in text  # the reference itself has no change
+
+
+def test_shift_names_become_valid_mlflow_metric_names(robustness) -> None:
+    from mlflow.utils.validation import _validate_metric_name
+
+    for name in [*robustness.IMAGE_SHIFTS, *robustness.OTDR_SHIFTS, "in distribution"]:
+        slug = robustness.metric_slug(name)
+        _validate_metric_name(f"detection.yolo.{slug}.map")  # raises on a bad name
+        assert slug and " " not in slug
