@@ -49,20 +49,21 @@ from sightline.train.tasks import distributed_loader
 from sightline.workloads import workload_for
 
 REPEATS = 2
+EVAL_REPEATS = 5  # an evaluation takes about a second: more repeats for a stable median
 EVAL_BATCH = 4  # images per forward, as sightline.evaluate.coco.predict batches them
 READING = """\
 How to read it: the batches are what grows with the data, and there our loop matches the bare
-loop within noise (no DDP wrapper at 1 worker; a small Ray-queue progress event per batch). The
-fixed cost per `fit()` is Ray Train's own: starting its controller and worker group, the worker
-building dataset and model, persisting the epoch's checkpoint to the run's storage, tearing the
-group down (the second table splits it; it swings with the machine's load). Most of it is
-process start: every worker imports torch, Ray and the model code, so the stack must be
-byte-compiled (`make install` does it; the previous run of this bench, without .pyc files under
-PYTHONDONTWRITEBYTECODE and on a loaded machine, measured 101 s). It is paid once per training
-(once per step of a multi-step schedule), so it dominates one-epoch trainings like these and
-Tune trials, and fades as epochs grow. Two workers are bounded by the free cores (Ray's own
-processes share them) as well as by gloo's all-reduce on CPU. The breakdown is the last bare
-repeat.
+loop within noise (no DDP wrapper at 1 worker; a progress event on a Ray queue at most every
+0.25 s). The fixed cost per `fit()` is Ray Train's own: starting its controller and worker
+group, the worker building dataset and model, persisting the epoch's checkpoint to the run's
+storage, tearing the group down (the second table splits it; it swings with the machine's
+load). Most of it is process start (the `start` row): every worker imports torch, Ray and the
+model code, so the stack must be byte-compiled (`make install` does it; the previous run of
+this bench, without .pyc files under PYTHONDONTWRITEBYTECODE and on a loaded machine, measured
+101 s). It is paid once per training (once per step of a multi-step schedule), so it dominates
+one-epoch trainings like these and Tune trials, and fades as epochs grow. Two workers are
+bounded by the free cores (Ray's own processes share them) as well as by gloo's all-reduce on
+CPU. The breakdown is the last bare repeat.
 """
 
 
@@ -299,7 +300,7 @@ def measure(settings: Settings, family: str, images: int) -> Measured:
     record = training_record(family, data, run_id)
     eval_bare, eval_ours, eval_figures = [], [], []
     map_bare = map_ours = float("nan")
-    for _ in range(REPEATS):
+    for _ in range(EVAL_REPEATS):
         started = time.perf_counter()
         map_bare = bare_evaluation(model, settings, job.task)["map"]
         eval_bare.append(time.perf_counter() - started)
@@ -389,7 +390,8 @@ def section(m: Measured) -> str:
         "",
         "### Evaluation: our detection evaluation vs a bare predict + COCOeval",
         "",
-        "The same trained model and test split; bare = 4 images per forward, "
+        f"The same trained model and split, median of {EVAL_REPEATS} interleaved runs; "
+        "bare = 4 images per forward, "
         "`coco_records`, `COCOeval` (bbox); ours = the detection workload's `evaluate` "
         "(what `sightline evaluate` runs after loading the model), without and with its "
         "MLflow figures.",
