@@ -215,7 +215,9 @@ def test_a_bad_upload_shows_the_apis_message(browser, console: str, tmp_path: Pa
 
 
 def test_a_sor_upload_draws_the_trace_and_its_events(browser, console: str, tmp_path: Path) -> None:
-    trace = simulate_trace(np.random.default_rng(3), SynthOTDR(num_samples=(1024, 1024)), "t")
+    # Samples of 0.5-2 m: positions are shown to 0.1 m (finer samples get more digits).
+    cfg = SynthOTDR(num_samples=(1024, 1024), resolution_m=(0.5, 2.0))
+    trace = simulate_trace(np.random.default_rng(3), cfg, "t")
     sor = tmp_path / "link.sor"
     sor.write_bytes(sor_bytes(trace))
     expected = httpx.post(
