@@ -4,24 +4,18 @@ case, so the benchmark's adopt-or-keep decision is about exactness, never about 
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_scripts import bench_script
+
 FLOAT_NOISE = 1e-12  # the largest gap the benchmark has seen is 5.6e-17
 
 
 @pytest.fixture(scope="module")
 def eval_speed():
-    sys.path.insert(0, str(BENCH))  # the scripts import their shared helpers as `common`
-    try:
-        yield importlib.import_module("eval_speed")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_script("eval_speed") as module:
+        yield module
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])

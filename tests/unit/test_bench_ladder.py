@@ -3,9 +3,7 @@ ladder and reversal statements (the benchmark itself is run by hand: it trains e
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +12,13 @@ import torch
 
 from sightline.data.detection import DetectionSplit, SplitSource
 from sightline.models import build_model
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_scripts import bench_script
 
 
 @pytest.fixture(scope="module")
 def ladder():
-    sys.path.insert(0, str(BENCH))  # the scripts import their shared helpers as `common`
-    try:
-        yield importlib.import_module("ladder")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_script("ladder") as module:
+        yield module
 
 
 @pytest.fixture

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_scripts import bench_script
 
 
 @pytest.fixture(scope="module")
 def overhead():
-    sys.path.insert(0, str(BENCH))  # the scripts import their shared helpers as `common`
-    try:
-        yield importlib.import_module("overhead")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_script("overhead") as module:
+        yield module
 
 
 def test_ratio_is_of_medians(overhead) -> None:

@@ -3,24 +3,19 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_scripts import bench_script
 
 
 @pytest.fixture(scope="module")
 def robustness():
-    sys.path.insert(0, str(BENCH))  # the scripts import their shared helpers as `common`
-    try:
-        yield importlib.import_module("robustness")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_script("robustness") as module:
+        yield module
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])

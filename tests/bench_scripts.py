@@ -1,0 +1,23 @@
+"""The benchmarks in bench/ imported as modules, for the tests of their parts (they run as
+scripts and import their shared helpers as `common`, so bench/ must be on sys.path)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@contextmanager
+def bench_script(name: str) -> Iterator[ModuleType]:
+    """bench/<name>.py as a module, with bench/ on sys.path while it is in use."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
