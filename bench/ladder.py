@@ -38,6 +38,7 @@ import torch
 from common import arguments, publish, replace_section
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
@@ -162,15 +163,11 @@ def train_curve(
     )
 
 
-def _params(values: dict[str, Any]) -> list[Any]:
-    from mlflow.entities import Param
-
+def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(k, str(v)) for k, v in values.items()]
 
 
-def _metric(key: str, value: float) -> Any:
-    from mlflow.entities import Metric
-
+def _metric(key: str, value: float) -> Metric:
     return Metric(key, float(value), int(time.time() * 1000), 0)
 
 

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from common import arguments, publish, replace_section
 from PIL import Image
+from torch import nn
 
-from sightline.artifacts import load_trained, model_dir, proposals_path
+from sightline.artifacts import ModelRecord, load_trained, model_dir, proposals_path
 from sightline.config import Settings, load_settings
 from sightline.data.detection import DetectionSplit, load_task_split
 from sightline.data.identity import IMAGE_EXTENSIONS
@@ -128,25 +129,47 @@ def shifted_detection_project(
     return scratch
 
 
+def scored_under_image_shifts(
+    group_name: str,
+    models: dict[str, tuple[nn.Module, ModelRecord]],
+    base: Settings,
+    shifted: Callable[[ImageShift, Path], Settings],
+) -> list[Row]:
+    """Each model evaluated by its group on `base`, then on the project `shifted(shift, tmp)`
+    writes for each image shift into a temporary folder."""
+    group = workload_for(group_name)
+
+    def evaluated(settings: Settings, shift: str) -> list[Row]:
+        return [
+            Row(
+                group_name,
+                family,
+                shift,
+                group.evaluate(settings, m, r, with_figures=False).metrics,
+            )
+            for family, (m, r) in models.items()
+        ]
+
+    rows = evaluated(base, "in distribution")
+    for name, shift in IMAGE_SHIFTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            rows += evaluated(shifted(shift, Path(tmp)), name)
+    return rows
+
+
 def detection_rows(settings: Settings) -> list[Row]:
-    group = workload_for("detection")
     families = [f for f in trained(settings, "detection") if FAMILIES[f].task != "keypoints"]
     models = {f: load_trained(model_dir(settings, f)) for f in families}
     on_test = settings.model_copy(
         update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
     )
-    rows = []
-    for family, (model, record) in models.items():
-        metrics = group.evaluate(on_test, model, record, with_figures=False).metrics
-        rows.append(Row("detection", family, "in distribution", metrics))
     split = load_task_split(settings.detection_data, SPLIT, settings.project_root, "detect")
-    for name, shift in IMAGE_SHIFTS.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            scratch = shifted_detection_project(settings, split, shift, Path(tmp))
-            for family, (model, record) in models.items():
-                metrics = group.evaluate(scratch, model, record, with_figures=False).metrics
-                rows.append(Row("detection", family, name, metrics))
-    return rows
+    return scored_under_image_shifts(
+        "detection",
+        models,
+        on_test,
+        lambda shift, tmp: shifted_detection_project(settings, split, shift, tmp),
+    )
 
 
 # -- identification ----------------------------------------------------------------------------
@@ -161,22 +184,15 @@ def shifted_identity_folder(source: Path, target: Path, shift: ImageShift) -> No
 
 
 def identification_rows(settings: Settings) -> list[Row]:
-    group = workload_for("identification")
     models = {f: load_trained(model_dir(settings, f)) for f in trained(settings, "identification")}
-    rows = []
-    for family, (model, record) in models.items():
-        metrics = group.evaluate(settings, model, record, with_figures=False).metrics
-        rows.append(Row("identification", family, "in distribution", metrics))
     source = settings.path(settings.identity_data.root)
-    for name, shift in IMAGE_SHIFTS.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            shifted_identity_folder(source, Path(tmp), shift)
-            data = settings.identity_data.model_copy(update={"root": Path(tmp)})
-            scratch = settings.model_copy(update={"identity_data": data})
-            for family, (model, record) in models.items():
-                metrics = group.evaluate(scratch, model, record, with_figures=False).metrics
-                rows.append(Row("identification", family, name, metrics))
-    return rows
+
+    def shifted(shift: ImageShift, tmp: Path) -> Settings:
+        shifted_identity_folder(source, tmp, shift)
+        data = settings.identity_data.model_copy(update={"root": tmp})
+        return settings.model_copy(update={"identity_data": data})
+
+    return scored_under_image_shifts("identification", models, settings, shifted)
 
 
 # -- OTDR ----------------------------------------------------------------------------------------
