@@ -383,9 +383,11 @@ def _run_module(module: str, argv: list[str]) -> int:
     except BaseException:  # what the interpreter prints for an uncaught error
         traceback.print_exc()
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's exit does, in its order: threading's own exit hooks first (they
+    # tell concurrent.futures' idle worker threads to finish: joined before them, a pool kept
+    # alive by a module-level reference, such as MLflow's artifact upload pool, never ends),
+    # then every non-daemon thread joined, then atexit.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -19,6 +19,11 @@ import json, os, sys, time
 if sys.argv[1] == "sleep":
     print("ready", os.getpid(), flush=True)
     time.sleep(600)
+if sys.argv[1] == "pool":  # an idle thread pool another module holds (MLflow keeps one)
+    from concurrent.futures import ThreadPoolExecutor
+    json.pool = ThreadPoolExecutor(2)
+    print(json.pool.submit(lambda: "pooled").result(), flush=True)
+    sys.exit(0)
 print(json.dumps({
     "name": __name__, "argv": sys.argv[1:], "cwd": os.getcwd(), "stdin": sys.stdin.read(),
     "probe": os.environ.get("PROBE"), "ppid": os.getppid(),
@@ -92,6 +97,16 @@ def test_an_uncaught_error_prints_its_traceback_and_exits_1(server) -> None:
     _, err = stage.communicate("", timeout=60)
     assert stage.returncode == 1
     assert "ValueError: invalid literal for int()" in err
+
+
+def test_a_stage_that_leaves_an_idle_thread_pool_still_exits(server) -> None:
+    """A fresh interpreter's exit tells idle pool threads to finish before it joins them; a
+    stage exiting otherwise hung for ever (seen in `sightline retrain` on the cluster)."""
+    address, folder, _ = server
+    stage = client(address, "probe", "pool", cwd=folder)
+    out, err = stage.communicate("", timeout=60)
+    assert stage.returncode == 0, err
+    assert out.strip() == "pooled"
 
 
 def test_sigterm_to_the_stage_process_stops_the_stage(server) -> None:
