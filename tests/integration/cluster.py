@@ -8,6 +8,7 @@ started here and stopped by its own pid: never `ray stop` (other Ray instances s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -101,6 +103,22 @@ class LocalCluster:
         return self.root / "storage"
 
     @property
+    def ray_temp_root(self) -> Path:
+        """Where the nodes keep their Ray temp dirs: short, whatever `root` is, because Ray's
+        socket paths under it (.../session_<time>_<pid>/sockets/plasma_store) must fit the
+        107 bytes of an AF_UNIX address."""
+        digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"sightline-ray-{digest}"
+
+    def node_temp_dir(self, name: str) -> Path:
+        """Each node its own temp dir, as separate machines have. Nodes sharing one session
+        dir share runtime_resources/: when a worker node's last task of a job ends, its agent
+        deletes the job's working_dir there while the job's driver still runs in it."""
+        folder = self.ray_temp_root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @property
     def env(self) -> dict[str, str]:
         return {"RAY_ADDRESS": self.ray_address, "MLFLOW_TRACKING_URI": self.mlflow_uri}
 
@@ -152,11 +170,9 @@ class LocalCluster:
 
     def _start_ray_head(self, num_cpus: int) -> None:
         port, dashboard = free_port(), free_port()
-        temp_dir = self.root / "ray"
-        temp_dir.mkdir(parents=True, exist_ok=True)
         self._ray_start("head", [
             "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-            "--num-cpus", str(num_cpus), "--temp-dir", str(temp_dir),
+            "--num-cpus", str(num_cpus), "--temp-dir", str(self.node_temp_dir("head")),
             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
             "--ray-client-server-port", str(free_port()),
         ])  # fmt: skip
@@ -172,6 +188,7 @@ class LocalCluster:
         self._ray_start(name, [
             "--address", self.ray_address, "--node-ip-address", "127.0.0.1",
             "--num-cpus", str(num_cpus), "--resources", json.dumps({name: 1}),
+            "--temp-dir", str(self.node_temp_dir(name)),
         ])  # fmt: skip
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 60) -> None:
@@ -275,6 +292,7 @@ class LocalCluster:
                 capture_output=True, check=False,
             )  # fmt: skip
         (self.root / "cluster.json").unlink(missing_ok=True)
+        shutil.rmtree(self.ray_temp_root, ignore_errors=True)
 
     def save(self) -> None:
         """cluster.json (pids included, for `down` from another process) and cluster.env."""
