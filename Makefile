@@ -54,9 +54,10 @@ browser:
 	  else echo "chromium/chromedriver missing (not root or no apt-get): browser tests will skip"; fi; \
 	fi
 
-# The multi-node cluster tests (`cluster` marker) take minutes each: `make test-cluster`.
-test: install browser
-	$(BIN)/python -m pytest -m "not cluster" --durations=25
+# Every test, the multi-node cluster tests (`cluster` marker, run last) included;
+# `make test-cluster` runs those alone.
+test: install browser postgres
+	$(BIN)/python -m pytest --durations=25
 
 test-cluster: install postgres
 	$(BIN)/python -m pytest -m cluster

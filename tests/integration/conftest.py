@@ -12,6 +12,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    # The multi-node cluster (a session fixture: 3 raylets, PostgreSQL, an MLflow server) is
+    # started by the first cluster test and stopped at the session's end: run those tests
+    # last, so it is up only while they need it.
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
 
 
 @pytest.fixture(scope="session")
