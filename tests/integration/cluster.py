@@ -120,7 +120,14 @@ class LocalCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"RAY_ADDRESS": self.ray_address, "MLFLOW_TRACKING_URI": self.mlflow_uri}
+        """What a process needs to reach this cluster. RAY_AUTH_MODE too: a process that has
+        started a Ray 2.60 instance of its own (a pytest session has) carries
+        RAY_AUTH_MODE=token into its children, whose drivers then fail against these nodes."""
+        return {
+            "RAY_ADDRESS": self.ray_address,
+            "RAY_AUTH_MODE": "disabled",
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+        }
 
     # --- starting -------------------------------------------------------------------------
 

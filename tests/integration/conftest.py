@@ -7,6 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# The multi-node cluster: one session fixture, defined here once. (Imported into each test
+# module instead, every module got its own definition, and so its own cluster.)
+from tests.integration.cluster import local_cluster  # noqa: F401
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

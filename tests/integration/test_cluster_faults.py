@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from sightline.config import load_settings
 from sightline.data.synth.detection import generate
-from tests.integration.cluster import LocalCluster, local_cluster  # noqa: F401 (fixture)
+from tests.integration.cluster import LocalCluster
 from tests.integration.test_cluster_training import cluster_train_params
 from tests.integration.tiny import tiny_params, write_params
 
@@ -35,7 +35,7 @@ def latest_run(client: MlflowClient, experiment: str, after_ms: int):
 
 def test_worker_node_killed_mid_training_resumes_on_a_replacement(
     tmp_path: Path,
-    local_cluster: LocalCluster,  # noqa: F811
+    local_cluster: LocalCluster,
 ) -> None:
     cluster = local_cluster
     params = tiny_params(epochs=EPOCHS, max_failures=2, **cluster_train_params(cluster))
@@ -86,7 +86,7 @@ def test_worker_node_killed_mid_training_resumes_on_a_replacement(
 
 def test_mlflow_server_down_mid_training_loses_no_metrics(
     tmp_path: Path,
-    local_cluster: LocalCluster,  # noqa: F811
+    local_cluster: LocalCluster,
 ) -> None:
     """The tracking server stops after the first epoch and comes back on the same port: MLflow's
     client retries with backoff, so training goes on and every epoch's metrics arrive."""

@@ -28,7 +28,7 @@ from PIL import Image
 
 from sightline.config import load_settings
 from sightline.data.synth.detection import generate
-from tests.integration.cluster import LocalCluster, local_cluster  # noqa: F401 (fixture)
+from tests.integration.cluster import LocalCluster
 from tests.integration.dvc_project import copy_project_code
 from tests.integration.serving import free_port, served_app
 from tests.integration.test_dvc_status import dvc
@@ -102,7 +102,7 @@ class Traffic(threading.Thread):
 
 def test_scheduled_retraining_end_to_end(
     tmp_path: Path,
-    local_cluster: LocalCluster,  # noqa: F811
+    local_cluster: LocalCluster,
     ray_cluster: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from sightline.config import load_settings
 from sightline.data.synth.detection import generate
 from tests.integration import test_identification
-from tests.integration.cluster import LocalCluster, local_cluster  # noqa: F401 (fixture)
+from tests.integration.cluster import LocalCluster
 from tests.integration.tiny import tiny_params, write_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -57,7 +57,7 @@ def cluster_train_params(cluster: LocalCluster) -> dict:
     return {"num_workers": 2, "threads_per_worker": 1, "storage_path": str(cluster.storage)}
 
 
-def test_detector_trains_on_two_nodes(tmp_path: Path, local_cluster: LocalCluster) -> None:  # noqa: F811
+def test_detector_trains_on_two_nodes(tmp_path: Path, local_cluster: LocalCluster) -> None:
     params = tiny_params(epochs=2, **cluster_train_params(local_cluster))
     path = write_params(tmp_path, params)
     settings = load_settings(path)
@@ -69,7 +69,7 @@ def test_detector_trains_on_two_nodes(tmp_path: Path, local_cluster: LocalCluste
     assert any(local_cluster.storage.rglob("checkpoint_*")), "checkpoints in the shared storage"
 
 
-def test_embedder_trains_on_two_nodes(tmp_path: Path, local_cluster: LocalCluster) -> None:  # noqa: F811
+def test_embedder_trains_on_two_nodes(tmp_path: Path, local_cluster: LocalCluster) -> None:
     data = tmp_path / "faces"
     test_identification.write_folder_dataset(data)
     path = test_identification.write_project(tmp_path, data, port=0)
