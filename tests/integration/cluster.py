@@ -29,6 +29,9 @@ from tests.integration.serving import free_port
 
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 240.0
+# Ray 2.60's `ray start --head` turns token auth on; this loopback-only test cluster turns it
+# off, on its nodes and in every process sent to it (a real cluster keeps tokens).
+AUTH_OFF = {"RAY_AUTH_MODE": "disabled"}
 
 
 class ClusterStartError(RuntimeError):
@@ -112,22 +115,19 @@ class LocalCluster:
 
     def node_temp_dir(self, name: str) -> Path:
         """Each node its own temp dir, as separate machines have. Nodes sharing one session
-        dir share runtime_resources/: when a worker node's last task of a job ends, its agent
-        deletes the job's working_dir there while the job's driver still runs in it."""
+        dir share runtime_resources/: a worker node's runtime-env agent, setting up or
+        releasing a job's working_dir there, removed it from under the job's driver still
+        running in it on the head."""
         folder = self.ray_temp_root / name
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     @property
     def env(self) -> dict[str, str]:
-        """What a process needs to reach this cluster. RAY_AUTH_MODE too: a process that has
+        """What a process needs to reach this cluster. The auth mode too: a process that has
         started a Ray 2.60 instance of its own (a pytest session has) carries
         RAY_AUTH_MODE=token into its children, whose drivers then fail against these nodes."""
-        return {
-            "RAY_ADDRESS": self.ray_address,
-            "RAY_AUTH_MODE": "disabled",
-            "MLFLOW_TRACKING_URI": self.mlflow_uri,
-        }
+        return {"RAY_ADDRESS": self.ray_address, **AUTH_OFF, "MLFLOW_TRACKING_URI": self.mlflow_uri}
 
     # --- starting -------------------------------------------------------------------------
 
@@ -152,11 +152,9 @@ class LocalCluster:
             "--node-name", name, "--min-worker-port", "0", "--max-worker-port", "0",
             "--dashboard-agent-listen-port", str(free_port()),
         ]  # fmt: skip
-        # Ray 2.60's `ray start --head` turns token auth on; this loopback-only test cluster
-        # turns it off so drivers join with RAY_ADDRESS alone (a real cluster keeps tokens).
         env = {
             "RAY_ADDRESS": "",
-            "RAY_AUTH_MODE": "disabled",
+            **AUTH_OFF,
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
         log = self.root / "logs" / f"{name}.log"
