@@ -1,7 +1,8 @@
 """Benchmark: how the trained models hold up off the synthetic distribution they learnt. Each
 task group's trained families scored on their in-distribution test data and on shifted copies
-of it: detection and identification images with noise or darker lighting, OTDR traces longer
-than the demo's (real instruments record 8k-64k samples) and at a lower SNR. Writes
+of it: detection and identification images with noise, darker lighting or a lower resolution,
+detection scenes of another size drawn by the synthesizer, OTDR traces longer than the demo's
+(real instruments record 8k-64k samples) and at a lower SNR. Writes
 docs/benchmarks/robustness.md and an MLflow run.
 
     python bench/robustness.py [--params params.yaml]
@@ -9,9 +10,10 @@ docs/benchmarks/robustness.md and an MLflow run.
 
 Shifted images keep their labels (the same boxes, the same people): only what the camera saw
 changes. rcnn and fast_rcnn get selective search run again on the shifted images, as a user's
-new images would. Shifted traces are drawn by the project's simulator (`synth.otdr`) with one
-setting changed and another seed. Models are those under artifacts/models (`dvc repro` makes
-them); nothing is trained here, and every number is measured on test data only.
+new images would. Shifted scenes and traces are drawn by the project's synthesizer
+(`synth.detection`, `synth.otdr`) with one setting changed and another seed. Models are those
+under artifacts/models (`dvc repro` makes them); nothing is trained here, and every number is
+measured on test data only.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from common import arguments, publish, replace_section
@@ -38,6 +42,7 @@ from sightline.data.detection import DetectionSplit, load_task_split
 from sightline.data.identity import IMAGE_EXTENSIONS
 from sightline.data.proposals import compute_split_proposals
 from sightline.data.sources import DetectionData
+from sightline.data.synth.detection import generate as generate_detection
 from sightline.data.synth.otdr import simulate_trace
 from sightline.evaluate.otdr import evaluate_traces
 from sightline.models import FAMILIES
@@ -62,7 +67,27 @@ def dark(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 0.5 * pixels**2.2
 
 
-IMAGE_SHIFTS: dict[str, ImageShift] = {"noise (sigma 0.1)": noisy, "dark (gamma 2.2, x0.5)": dark}
+def low_resolution(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A camera with half the resolution: down to half each side (area average), then back up
+    (bilinear) to the same size, so the labels still hold."""
+    del rng
+    height, width = pixels.shape[:2]
+    small = cv2.resize(
+        pixels, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA
+    )
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+IMAGE_SHIFTS: dict[str, ImageShift] = {
+    "noise (sigma 0.1)": noisy,
+    "dark (gamma 2.2, x0.5)": dark,
+    "half resolution": low_resolution,
+}
+# Detection scenes drawn again at another image size: the objects keep their pixel sizes
+# (synth's small / medium / large areas), the scene around them is larger.
+SCENE_SHIFTS: dict[str, dict[str, object]] = {
+    "256 px scenes (objects as before)": {"image_size": 256}
+}
 
 
 def shifted_image(source: Path, target: Path, shift: ImageShift, rng: np.random.Generator) -> None:
@@ -96,7 +121,7 @@ def shifted_detection_project(
     settings: Settings, split: DetectionSplit, shift: ImageShift, root: Path
 ) -> Settings:
     """A scratch project at `root` whose test split is `split` with `shift` applied to every
-    image (COCO layout, PNG files) and selective search run again on it."""
+    image (COCO layout, PNG files)."""
     data_root = root / "data"
     rng = np.random.default_rng(SHIFT_SEED)
     coco = json.loads(json.dumps(split.coco.dataset))
@@ -105,8 +130,25 @@ def shifted_detection_project(
         record["file_name"] = str(Path(record["file_name"]).with_suffix(".png"))
         shifted_image(source, data_root / "images" / record["file_name"], shift, rng)
     (data_root / "test.json").write_text(json.dumps(coco))
+    return scratch_detection_project(settings, root, "test.json")
+
+
+def resynthesised_detection_project(
+    settings: Settings, update: dict[str, object], root: Path
+) -> Settings:
+    """A scratch project at `root` whose test split is drawn by the synthesizer with `update`
+    applied to `synth.detection` (as many test images as the project's, another seed)."""
+    base = settings.synth.detection
+    cfg = base.model_copy(update={**update, "seed": SHIFT_SEED, "train": 0, "val": 0})
+    generate_detection(root / "data", cfg)
+    return scratch_detection_project(settings, root, "annotations/test.json")
+
+
+def scratch_detection_project(settings: Settings, root: Path, test_json: str) -> Settings:
+    """Settings for the project at `root` whose test split is `root/data/<test_json>` (image
+    files under root/data/images), with selective search run on it."""
     data = DetectionData(
-        format="coco", root=data_root, images="images", splits={SPLIT: "test.json"}
+        format="coco", root=root / "data", images="images", splits={SPLIT: test_json}
     )
     scratch = settings.model_copy(
         update={
@@ -129,14 +171,14 @@ def shifted_detection_project(
     return scratch
 
 
-def scored_under_image_shifts(
+def scored_under_shifts(
     group_name: str,
     models: dict[str, tuple[nn.Module, ModelRecord]],
     base: Settings,
-    shifted: Callable[[ImageShift, Path], Settings],
+    projects: dict[str, Callable[[Path], Settings]],
 ) -> list[Row]:
-    """Each model evaluated by its group on `base`, then on the project `shifted(shift, tmp)`
-    writes for each image shift into a temporary folder."""
+    """Each model evaluated by its group on `base`, then on each shifted project, which
+    `projects[name](tmp)` writes into a temporary folder."""
     group = workload_for(group_name)
 
     def evaluated(settings: Settings, shift: str) -> list[Row]:
@@ -151,9 +193,9 @@ def scored_under_image_shifts(
         ]
 
     rows = evaluated(base, "in distribution")
-    for name, shift in IMAGE_SHIFTS.items():
+    for name, project in projects.items():
         with tempfile.TemporaryDirectory() as tmp:
-            rows += evaluated(shifted(shift, Path(tmp)), name)
+            rows += evaluated(project(Path(tmp)), name)
     return rows
 
 
@@ -164,12 +206,14 @@ def detection_rows(settings: Settings) -> list[Row]:
         update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
     )
     split = load_task_split(settings.detection_data, SPLIT, settings.project_root, "detect")
-    return scored_under_image_shifts(
-        "detection",
-        models,
-        on_test,
-        lambda shift, tmp: shifted_detection_project(settings, split, shift, tmp),
-    )
+    projects = {
+        name: partial(shifted_detection_project, settings, split, shift)
+        for name, shift in IMAGE_SHIFTS.items()
+    } | {
+        name: partial(resynthesised_detection_project, settings, update)
+        for name, update in SCENE_SHIFTS.items()
+    }
+    return scored_under_shifts("detection", models, on_test, projects)
 
 
 # -- identification ----------------------------------------------------------------------------
@@ -192,7 +236,8 @@ def identification_rows(settings: Settings) -> list[Row]:
         data = settings.identity_data.model_copy(update={"root": tmp})
         return settings.model_copy(update={"identity_data": data})
 
-    return scored_under_image_shifts("identification", models, settings, shifted)
+    projects = {name: partial(shifted, shift) for name, shift in IMAGE_SHIFTS.items()}
+    return scored_under_shifts("identification", models, settings, projects)
 
 
 # -- OTDR ----------------------------------------------------------------------------------------
@@ -245,9 +290,9 @@ def markdown(rows: list[Row], load_before: float) -> str:
         "Generated by `sightline bench robustness` (`python bench/robustness.py`); one run, test "
         f"data only, the models under artifacts/models; load average at the start "
         f"{load_before:.1f} on {os.cpu_count()} cores. Shifted images keep their labels; "
-        "shifted traces are drawn by the project's simulator with the setting named changed "
-        f"({OTDR_SHIFTED} traces each). Each cell: the metric, and in brackets its change from "
-        "the in-distribution test data.",
+        "shifted scenes and traces are drawn by the project's synthesizer with the setting "
+        f"named changed (as many scenes as the test split, {OTDR_SHIFTED} traces each). Each "
+        "cell: the metric, and in brackets its change from the in-distribution test data.",
     ]
     for group, names in HEADLINE.items():
         mine = [r for r in rows if r.group == group]

@@ -75,3 +75,36 @@ def test_shift_names_become_valid_mlflow_metric_names(robustness) -> None:
         slug = robustness.metric_slug(name)
         _validate_metric_name(f"detection.yolo.{slug}.map")  # raises on a bad name
         assert slug and " " not in slug
+
+
+def test_half_resolution_keeps_the_size_and_loses_fine_detail(robustness) -> None:
+    stripes = np.tile(np.array([0.0, 1.0]), (8, 4))  # one-pixel columns: detail at full res
+    blurred = robustness.low_resolution(stripes, np.random.default_rng(0))
+    assert blurred.shape == stripes.shape
+    assert np.ptp(blurred) < 0.5 * np.ptp(stripes)
+
+
+def test_a_resynthesised_test_split_has_the_other_size_and_the_project_s_count(
+    robustness, tmp_path: Path
+) -> None:
+    from sightline.config import load_settings
+
+    settings = load_settings(Path("params.yaml"))
+    settings = settings.model_copy(
+        update={
+            "synth": settings.synth.model_copy(
+                update={"detection": settings.synth.detection.model_copy(update={"test": 3})}
+            ),
+            "proposals": settings.proposals.model_copy(update={"workers": 1}),
+        }
+    )
+    scratch = robustness.resynthesised_detection_project(
+        settings, {"image_size": 96}, tmp_path / "shifted"
+    )
+    split = robustness.load_task_split(
+        scratch.detection_data, "test", scratch.project_root, "detect"
+    )
+    sizes = {(image["width"], image["height"]) for image in split.coco.dataset["images"]}
+    assert len(split.coco.dataset["images"]) == 3 and sizes == {(96, 96)}
+    assert split.coco.dataset["annotations"]
+    assert robustness.proposals_path(scratch, "test").is_file()
