@@ -28,9 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -49,7 +50,9 @@ from sightline.data.synth.detection import CATEGORIES
 from sightline.gallery.store import Gallery
 from sightline.models import build_model
 from sightline.serve.app import run
-from sightline.serve.faces import gallery_file
+from sightline.serve.detector import run_detector
+from sightline.serve.faces import embed_faces, gallery_file
+from sightline.serve.registered import RegisteredModels
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
 from sightline.workloads import workload_for
@@ -123,6 +126,48 @@ def has_champions(tracking_uri: str) -> bool:
         except mlflow.exceptions.MlflowException:
             return False
     return True
+
+
+def batched_forward_gain(
+    tracking_uri: str, payloads: Path, batch_size: int, seconds: float = 3.0
+) -> dict[str, float]:
+    """The detector and embedder champions' own forward pass in this process, on one thread as
+    a replica runs it (Ray gives an actor with num_cpus < 1 OMP_NUM_THREADS=1): images/s one at
+    a time and `batch_size` at once, and the model's milliseconds per single image. Their
+    ratio is the most dynamic batching can add to a route's throughput, whatever Serve does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    inputs = {
+        "detect": np.asarray(Image.open(payloads / "detect.png").convert("RGB")),
+        "identify": np.asarray(Image.open(payloads / "face.png").convert("RGB")),
+    }
+    forward = {"detect": run_detector, "identify": embed_faces}
+    gains: dict[str, float] = {}
+    try:
+        for route, group in (("detect", "detection"), ("identify", "identification")):
+            models = RegisteredModels(tracking_uri, group)
+            model = models.get(str(models.catalog().champion_version)).model
+            run = partial(forward[route], model)
+            single = images_per_second(run, inputs[route], 1, seconds)
+            batched = images_per_second(run, inputs[route], batch_size, seconds)
+            gains |= {f"{route}_single_per_s": single, f"{route}_batched_per_s": batched,
+                      f"{route}_model_ms": 1000.0 / single}  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return gains
+
+
+def images_per_second(
+    forward: Callable, image: np.ndarray, size: int, seconds: float = 3.0
+) -> float:
+    """`forward` on `size` copies of `image` at once, repeated for `seconds` after a warm-up."""
+    images = [image] * size
+    forward(images)
+    started, done = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        forward(images)
+        done += size
+    return done / (time.perf_counter() - started)
 
 
 def write_payloads(folder: Path) -> None:
@@ -206,6 +251,12 @@ def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context:
     refused = sum(c.count(503) for c in cells)
     at_16 = {(c.route, c.batching): c.ok_ms().size for c in cells if c.users == 16}
     ratio = {route: at_16[route, "on"] / max(1, at_16[route, "off"]) for route in ROUTES}
+    gains, batch_on_size = context["gains"], context["batch"].max_batch_size
+    app_p50 = {
+        c.route: float(np.median([app for s, _, app in c.samples if s == 200 and app is not None]))
+        for c in cells
+        if c.batching == "off" and c.users == 1 and c.route in ("detect", "identify")
+    }
     enrolled = enroll.ok_ms()
     enroll_rate = enrolled.size / enroll.seconds
     enroll_p50 = float(np.median(enrolled)) if enrolled.size else float("nan")
@@ -232,6 +283,16 @@ connection failures.
 - 5xx other than 503: **{five_xx}**; 503 (queue full, Retry-After): {refused}.
 - Batching at 16 clients, successful requests on / off: detect {ratio["detect"]:.2f}x,
   identify {ratio["identify"]:.2f}x, otdr (not batched) {ratio["otdr"]:.2f}x. Target >= 2x.
+- What batching can give at most, measured in the same run: the champions' own forward pass
+  on one thread, as in a replica (images/s one at a time -> {batch_on_size} at once):
+  detector {gains["detect_single_per_s"]:.1f} -> {gains["detect_batched_per_s"]:.1f}
+  ({gains["detect_batched_per_s"] / gains["detect_single_per_s"]:.2f}x), embedder
+  {gains["identify_single_per_s"]:.0f} -> {gains["identify_batched_per_s"]:.0f}
+  ({gains["identify_batched_per_s"] / gains["identify_single_per_s"]:.2f}x). A single image
+  costs the detector {gains["detect_model_ms"]:.1f} ms and the embedder
+  {gains["identify_model_ms"]:.2f} ms of a request whose app time at 1 client is
+  {app_p50["detect"]:.1f} / {app_p50["identify"]:.1f} ms (p50, batching off): batching
+  saves a share of the model's part only.
 
 **Serve's overhead**: round trip minus the app's own time (`Server-Timing: app;dur=`, the
 gateway's FastAPI app from request to response start, task calls included), same requests as
@@ -280,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         served.serve.gallery_path = work / "gallery"
         served.serve.port = free_port()
         batch_on = settings.serve.batch
+        gains = batched_forward_gain(tracking_uri, work / "payloads", batch_on.max_batch_size)
         cells: list[Cell] = []
         for batching, batch in [("on", batch_on), ("off", ServeBatch(max_batch_size=1))]:
             with app(served, batch) as url:
@@ -313,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": settings.serve.scaling,
         "people": args.people,
         "filled": filled,
+        "gains": gains,
     }
     serve.shutdown()
     ray.shutdown()
