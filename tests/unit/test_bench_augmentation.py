@@ -1,0 +1,40 @@
+"""bench/augmentation.py's parts: the scratch project and the report (the benchmark trains
+detectors: it is run by hand after `dvc repro`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sightline.config import load_settings
+from tests.bench_scripts import bench_script
+
+
+@pytest.fixture(scope="module")
+def augmentation():
+    with bench_script("augmentation") as module:
+        yield module
+
+
+def test_the_scratch_project_differs_only_in_augmentation_and_reads_the_same_data(
+    augmentation, tmp_path: Path
+) -> None:
+    project = load_settings(Path("params.yaml"))
+    params = augmentation.scratch_project(project, tmp_path / "scratch")
+    scratch = load_settings(params)
+    assert project.train_for("detection", "yolo").augment is not None
+    assert scratch.train_for("detection", "yolo").augment is None
+    same = scratch.train_for("detection", "yolo").model_dump(exclude={"augment"})
+    assert same == project.train_for("detection", "yolo").model_dump(exclude={"augment"})
+    assert scratch.path("data").resolve() == project.path("data").resolve()
+
+
+def test_the_report_gives_with_minus_without_per_metric(augmentation) -> None:
+    rows = {"yolo": {"without": {"map": 0.2, "map_50": 0.4, "map_small": 0.1},
+                     "with": {"map": 0.25, "map_50": 0.38, "map_small": 0.1}}}  # fmt: skip
+    text = augmentation.markdown(
+        rows, {"hflip": 0.5}, {"when": "2026-12-02", "minutes": 3, "images": 100}
+    )
+    assert "| yolo | 0.200 -> 0.250 (+0.050) | 0.400 -> 0.380 (-0.020) |" in text
+    assert "100 images" in text and "`{'hflip': 0.5}`" in text
