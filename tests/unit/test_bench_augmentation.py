@@ -31,10 +31,10 @@ def test_the_scratch_project_differs_only_in_augmentation_and_reads_the_same_dat
 
 
 def test_the_report_gives_with_minus_without_per_metric(augmentation) -> None:
-    rows = {"yolo": {"without": {"map": 0.2, "map_50": 0.4, "map_small": 0.1},
-                     "with": {"map": 0.25, "map_50": 0.38, "map_small": 0.1}}}  # fmt: skip
+    rows = {("yolo", "dark"): {"without": {"map": 0.2, "map_50": 0.4, "map_small": 0.1},
+                               "with": {"map": 0.25, "map_50": 0.38, "map_small": 0.1}}}  # fmt: skip
     text = augmentation.markdown(
         rows, {"hflip": 0.5}, {"when": "2026-12-02", "minutes": 3, "images": 100}
     )
-    assert "| yolo | 0.200 -> 0.250 (+0.050) | 0.400 -> 0.380 (-0.020) |" in text
+    assert "| yolo | dark | 0.200 -> 0.250 (+0.050) | 0.400 -> 0.380 (-0.020) |" in text
     assert "100 images" in text and "`{'hflip': 0.5}`" in text
