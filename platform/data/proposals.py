@@ -72,8 +72,17 @@ def _search_all(jobs: list[tuple[str, str, SelectiveSearch]], workers: int) -> I
     if workers == 1 or len(jobs) <= 1:
         yield from map(_search_one, jobs)
         return
-    with _pool_context().Pool(min(workers, len(jobs)), initializer=_one_thread_each) as pool:
-        yield from pool.imap(_search_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+    # No OpenCV worker threads may exist here when the pool forks: a child inherits the
+    # parent's OpenCV pool state without its threads, and its first OpenCV call (the
+    # initializer's setNumThreads) then waits on them for ever. Any cv2 call in this process
+    # before (a resize, a blur) starts those threads; one thread while the pool runs stops them.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with _pool_context().Pool(min(workers, len(jobs)), initializer=_one_thread_each) as pool:
+            yield from pool.imap(_search_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

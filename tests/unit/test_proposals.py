@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,33 @@ def test_worker_processes_give_the_same_proposals(
         val_split, tmp_path / "b.npz", max_proposals=30, max_side=64, workers=2
     )
     assert all(np.array_equal(one[i], two[i]) for i in val_split.image_ids)
+
+
+def test_worker_processes_start_after_this_process_used_opencv_threads(
+    synth_detection_root: Path, tmp_path: Path
+) -> None:
+    """A caller that ran an OpenCV op on its thread pool (a blur, as the synthesizer does) and
+    then asked for worker processes: their forks waited for ever on threads they do not have
+    (bench/robustness hung so). In a subprocess, so a regression fails here instead of hanging."""
+    script = f"""
+import cv2, numpy as np
+from sightline.data.coco import read_coco
+from pathlib import Path
+from sightline.data.detection import DetectionSplit, SplitSource
+from sightline.data.proposals import compute_split_proposals
+root = Path({str(synth_detection_root)!r})
+coco = read_coco(root / "annotations" / "val.json")
+split = DetectionSplit(SplitSource(coco, root / "images", origin="val.json"))
+for _ in range(3):
+    cv2.GaussianBlur(np.random.rand(2048, 2048).astype(np.float32), (0, 0), 3)
+    compute_split_proposals(split, {str(tmp_path / "p.npz")!r}, max_proposals=10, workers=2)
+print("done", cv2.getNumThreads() == cv2.getNumberOfCPUs())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["done", "True"]  # the caller's OpenCV threads are back
 
 
 def test_a_failed_run_names_the_image_and_keeps_the_earlier_file(tmp_path: Path) -> None:
