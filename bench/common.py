@@ -42,7 +42,8 @@ def replace_section(path: Path, key: str, text: str) -> str:
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     if begin in current and end in current:
         head, rest = current.split(begin, 1)
-        return head + block + rest.split(end, 1)[1].lstrip("\n")
+        after = rest.split(end, 1)[1].lstrip("\n")  # e.g. a hand-written reading of the run
+        return head + block + ("\n" + after if after else "")
     return current.rstrip("\n") + "\n\n" + block
 
 
