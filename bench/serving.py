@@ -118,14 +118,19 @@ def register_stand_ins(settings: Settings, artifacts: Path) -> None:
                  eval_scope="test" if group == "identification" else "")  # fmt: skip
 
 
-def has_champions(tracking_uri: str) -> bool:
+def champion_families(tracking_uri: str) -> dict[str, str] | None:
+    """Each task group's champion as "family vN", or None when a group has none."""
     client = MlflowClient(tracking_uri=tracking_uri)
+    found = {}
     for group in GROUPS:
         try:
-            client.get_model_version_by_alias(workload_for(group).registered_model, "champion")
+            version = client.get_model_version_by_alias(
+                workload_for(group).registered_model, "champion"
+            )
         except mlflow.exceptions.MlflowException:
-            return False
-    return True
+            return None
+        found[group] = f"{version.tags.get('family', '?')} v{version.version}"
+    return found
 
 
 def batched_forward_gain(
@@ -284,15 +289,15 @@ connection failures.
 - Batching at 16 clients, successful requests on / off: detect {ratio["detect"]:.2f}x,
   identify {ratio["identify"]:.2f}x, otdr (not batched) {ratio["otdr"]:.2f}x. Target >= 2x.
 - What batching can give at most, measured in the same run: the champions' own forward pass
-  on one thread, as in a replica (images/s one at a time -> {batch_on_size} at once):
+  on one thread, as in a replica, in images/s one at a time -> {batch_on_size} at once:
   detector {gains["detect_single_per_s"]:.1f} -> {gains["detect_batched_per_s"]:.1f}
   ({gains["detect_batched_per_s"] / gains["detect_single_per_s"]:.2f}x), embedder
   {gains["identify_single_per_s"]:.0f} -> {gains["identify_batched_per_s"]:.0f}
-  ({gains["identify_batched_per_s"] / gains["identify_single_per_s"]:.2f}x). A single image
-  costs the detector {gains["detect_model_ms"]:.1f} ms and the embedder
+  ({gains["identify_batched_per_s"] / gains["identify_single_per_s"]:.2f}x). One image costs
+  the detector {gains["detect_model_ms"]:.1f} ms and the embedder
   {gains["identify_model_ms"]:.2f} ms of a request whose app time at 1 client is
-  {app_p50["detect"]:.1f} / {app_p50["identify"]:.1f} ms (p50, batching off): batching
-  saves a share of the model's part only.
+  {app_p50["detect"]:.1f} / {app_p50["identify"]:.1f} ms (p50, batching off): batching can
+  only shrink the model's share.
 
 **Serve's overhead**: round trip minus the app's own time (`Server-Timing: app;dur=`, the
 gateway's FastAPI app from request to response start, task calls included), same requests as
@@ -328,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         write_payloads(work / "payloads")
         project_uri = tracking_uri = settings.tracking_uri
-        if has_champions(tracking_uri):
-            champions = f"the project store's ({tracking_uri})"
+        if found := champion_families(tracking_uri):
+            listed = ", ".join(f"{group} {name}" for group, name in found.items())
+            champions = f"the project store's ({tracking_uri}): {listed}"
         else:
             tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
             mlflow.set_tracking_uri(tracking_uri)
