@@ -31,8 +31,9 @@ def test_the_scratch_project_differs_only_in_augmentation_and_reads_the_same_dat
 
 
 def test_the_report_gives_with_minus_without_per_metric(augmentation) -> None:
-    rows = {("yolo", "dark"): {"without": {"map": 0.2, "map_50": 0.4, "map_small": 0.1},
-                               "with": {"map": 0.25, "map_50": 0.38, "map_small": 0.1}}}  # fmt: skip
+    without = {"map": 0.2, "map_50": 0.4, "map_small": 0.1}
+    with_ = {"map": 0.25, "map_50": 0.38, "map_small": 0.1}
+    rows = {("yolo", "dark"): {"without": without, "with": with_}}
     text = augmentation.markdown(
         rows, {"hflip": 0.5}, {"when": "2026-12-02", "minutes": 3, "images": 100}
     )
