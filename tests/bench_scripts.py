@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -21,3 +24,15 @@ def bench_script(name: str) -> Iterator[ModuleType]:
         yield importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
+
+
+def bench_fixture(name: str) -> Any:
+    """A module-scoped pytest fixture giving bench/<name>.py as a module: in a test file,
+    `ladder = bench_fixture("ladder")`."""
+
+    @pytest.fixture(scope="module")
+    def module() -> Iterator[ModuleType]:
+        with bench_script(name) as loaded:
+            yield loaded
+
+    return module

@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from sightline.config import load_settings
-from tests.bench_scripts import bench_script
+from tests.bench_scripts import bench_fixture
 
-
-@pytest.fixture(scope="module")
-def augmentation():
-    with bench_script("augmentation") as module:
-        yield module
+augmentation = bench_fixture("augmentation")
 
 
 def test_the_scratch_project_differs_only_in_augmentation_and_reads_the_same_data(

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from tests.bench_scripts import bench_fixture
 
-from tests.bench_scripts import bench_script
-
-
-@pytest.fixture(scope="module")
-def common():
-    with bench_script("common") as module:
-        yield module
+common = bench_fixture("common")
 
 
 def test_a_section_is_replaced_and_what_follows_it_kept_a_paragraph_apart(

@@ -7,15 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.bench_scripts import bench_script
+from tests.bench_scripts import bench_fixture
 
 FLOAT_NOISE = 1e-12  # the largest gap the benchmark has seen is 5.6e-17
 
 
-@pytest.fixture(scope="module")
-def eval_speed():
-    with bench_script("eval_speed") as module:
-        yield module
+eval_speed = bench_fixture("eval_speed")
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])

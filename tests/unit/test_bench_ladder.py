@@ -12,13 +12,9 @@ import torch
 
 from sightline.data.detection import DetectionSplit, SplitSource
 from sightline.models import build_model
-from tests.bench_scripts import bench_script
+from tests.bench_scripts import bench_fixture
 
-
-@pytest.fixture(scope="module")
-def ladder():
-    with bench_script("ladder") as module:
-        yield module
+ladder = bench_fixture("ladder")
 
 
 @pytest.fixture

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import math
 
-import pytest
+from tests.bench_scripts import bench_fixture
 
-from tests.bench_scripts import bench_script
-
-
-@pytest.fixture(scope="module")
-def overhead():
-    with bench_script("overhead") as module:
-        yield module
+overhead = bench_fixture("overhead")
 
 
 def test_ratio_is_of_medians(overhead) -> None:

@@ -9,13 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.bench_scripts import bench_script
+from tests.bench_scripts import bench_fixture
 
-
-@pytest.fixture(scope="module")
-def robustness():
-    with bench_script("robustness") as module:
-        yield module
+robustness = bench_fixture("robustness")
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])

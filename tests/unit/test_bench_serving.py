@@ -7,13 +7,9 @@ from pathlib import Path
 import pytest
 
 from sightline.config import load_settings
-from tests.bench_scripts import bench_script
+from tests.bench_scripts import bench_fixture
 
-
-@pytest.fixture(scope="module")
-def serving():
-    with bench_script("serving") as module:
-        yield module
+serving = bench_fixture("serving")
 
 
 def test_the_batched_forward_gain_is_measured_on_the_registered_champions(
