@@ -30,7 +30,7 @@ def bench_fixture(name: str) -> Any:
     """A module-scoped pytest fixture giving bench/<name>.py as a module: in a test file,
     `ladder = bench_fixture("ladder")`."""
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope="module", name=name)
     def module() -> Iterator[ModuleType]:
         with bench_script(name) as loaded:
             yield loaded
