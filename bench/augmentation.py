@@ -27,7 +27,13 @@ from pathlib import Path
 import torch
 import yaml
 from common import arguments, publish, replace_section
-from robustness import IMAGE_SHIFTS, metric_slug, shifted_detection_project
+from robustness import (
+    IMAGE_SHIFTS,
+    SPLIT,
+    metric_slug,
+    on_test_split,
+    shifted_detection_project,
+)
 from torch import nn
 
 from sightline.artifacts import ModelRecord, load_trained, model_dir
@@ -36,7 +42,6 @@ from sightline.data.detection import load_task_split
 from sightline.workloads import workload_for
 
 GROUP = "detection"
-SPLIT = "test"
 METRICS = ("map", "map_50", "map_small")
 DEFAULT_FAMILIES = ("yolo", "ssd", "faster_rcnn")
 
@@ -97,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES))
     args = parser.parse_args(argv)
     settings = load_settings(args.params)
-    on_test = settings.model_copy(
-        update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
-    )
+    on_test = on_test_split(settings)
     missing = [f for f in args.families if not (model_dir(settings, f) / "model.json").is_file()]
     if missing:
         print(f"no trained model for {missing} under artifacts/models; run `dvc repro` first")

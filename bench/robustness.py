@@ -109,6 +109,13 @@ class Row:
     metrics: dict[str, float]
 
 
+def on_test_split(settings: Settings) -> Settings:
+    """`settings` with evaluation on the test split (this benchmark never reads another)."""
+    return settings.model_copy(
+        update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
+    )
+
+
 def trained(settings: Settings, group: str) -> list[str]:
     families = workload_for(group).families(settings)
     return [f for f in families if (model_dir(settings, f) / "model.json").is_file()]
@@ -150,12 +157,8 @@ def scratch_detection_project(settings: Settings, root: Path, test_json: str) ->
     data = DetectionData(
         format="coco", root=root / "data", images="images", splits={SPLIT: test_json}
     )
-    scratch = settings.model_copy(
-        update={
-            "project_root": root,
-            "detection_data": data,
-            "evaluate": settings.evaluate.model_copy(update={"split": SPLIT}),
-        }
+    scratch = on_test_split(settings).model_copy(
+        update={"project_root": root, "detection_data": data}
     )
     shifted = load_task_split(data, SPLIT, root, "detect")
     cfg = settings.proposals
@@ -202,9 +205,7 @@ def scored_under_shifts(
 def detection_rows(settings: Settings) -> list[Row]:
     families = [f for f in trained(settings, "detection") if FAMILIES[f].task != "keypoints"]
     models = {f: load_trained(model_dir(settings, f)) for f in families}
-    on_test = settings.model_copy(
-        update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
-    )
+    on_test = on_test_split(settings)
     split = load_task_split(settings.detection_data, SPLIT, settings.project_root, "detect")
     projects = {
         name: partial(shifted_detection_project, settings, split, shift)
