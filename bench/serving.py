@@ -79,8 +79,15 @@ class Cell:
     def count(self, status: int) -> int:
         return sum(1 for s, _, _ in self.samples if s == status)
 
+    def _timed(self) -> list[tuple[float, float]]:
+        """(round trip, app time) of each 200 answer that carried its Server-Timing."""
+        return [(rt, app) for s, rt, app in self.samples if s == 200 and app is not None]
+
+    def app_ms(self) -> np.ndarray:
+        return np.array([app for _, app in self._timed()])
+
     def overhead_ms(self) -> np.ndarray:
-        return np.array([rt - app for s, rt, app in self.samples if s == 200 and app is not None])
+        return np.array([rt - app for rt, app in self._timed()])
 
     def row(self) -> str:
         ok = self.ok_ms()
@@ -258,7 +265,7 @@ def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context:
     ratio = {route: at_16[route, "on"] / max(1, at_16[route, "off"]) for route in ROUTES}
     gains, batch_on_size = context["gains"], context["batch"].max_batch_size
     app_p50 = {
-        c.route: float(np.median([app for s, _, app in c.samples if s == 200 and app is not None]))
+        c.route: float(np.median(c.app_ms()))
         for c in cells
         if c.batching == "off" and c.users == 1 and c.route in ("detect", "identify")
     }

@@ -27,3 +27,11 @@ def test_images_per_second_counts_every_image_of_each_call(serving) -> None:
     calls: list[int] = []
     rate = serving.images_per_second(lambda images: calls.append(len(images)), None, 3, 0.01)
     assert set(calls) == {3} and rate > 0
+
+
+def test_a_cell_times_only_answered_requests_that_carried_their_app_time(serving) -> None:
+    samples = [(200, 30.0, 22.0), (200, 31.0, None), (503, 2.0, 1.0), (200, 40.0, 30.0)]
+    cell = serving.Cell("identify", "on", 1, 1.0, samples)
+    assert list(cell.app_ms()) == [22.0, 30.0]
+    assert list(cell.overhead_ms()) == [8.0, 10.0]
+    assert cell.ok_ms().size == 3
