@@ -3,6 +3,7 @@ a replacement node joins, and training resumes from the last checkpoint in the s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,17 @@ def latest_run(client: MlflowClient, experiment: str, after_ms: int):
     return runs[0] if runs else None
 
 
+def checkpoint_registered(storage: Path, family: str, run_id: str) -> bool:
+    """Whether Ray Train's controller has taken a checkpoint of this run into its books (its
+    snapshot in the run's storage folder names one). A checkpoint a worker reported but the
+    controller has not yet polled is lost with the worker: a restart would begin at epoch 0."""
+    snapshot = storage / f"{family}-{run_id[:8]}" / "checkpoint_manager_snapshot.json"
+    try:
+        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return False
+
+
 def test_worker_node_killed_mid_training_resumes_on_a_replacement(
     tmp_path: Path,
     local_cluster: LocalCluster,
@@ -51,11 +63,15 @@ def test_worker_node_killed_mid_training_resumes_on_a_replacement(
         env={**os.environ, **cluster.env}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        # Two epochs logged (so a checkpoint exists), then worker2's raylet and workers die.
+        # Two epochs logged and a checkpoint registered, then worker2's raylet and workers die.
         run = None
         while train.poll() is None:
             run = latest_run(client, "sightline-detection", started_ms)
-            if run and len(client.get_metric_history(run.info.run_id, "loss")) >= 2:
+            if (
+                run
+                and len(client.get_metric_history(run.info.run_id, "loss")) >= 2
+                and checkpoint_registered(cluster.storage, "faster_rcnn", run.info.run_id)
+            ):
                 break
             time.sleep(1)
         assert run is not None and train.poll() is None, "training ended before the kill"
