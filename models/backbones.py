@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -38,17 +36,3 @@ class SmallConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-def load_local_weights(module: nn.Module, weights: str | None) -> bool:
-    """Load a state dict from a local path if the user gave one; never download anything."""
-    if not weights:
-        return False
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights file {path} does not exist (weights are never downloaded)"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state, strict=False)
-    return True

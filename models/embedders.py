@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sightline.models.backbones import load_local_weights
+from sightline.models.local_weights import load_local_weights
 from sightline.models.metric_losses import (
     MINING_STRATEGIES,
     Mining,

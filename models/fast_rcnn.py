@@ -28,7 +28,8 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import clip_boxes_to_image, remove_small_boxes, roi_pool
 
-from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.backbones import SmallConvNet
+from sightline.models.local_weights import load_local_weights
 from sightline.models.selective_search import Mode, SelectiveSearch, resolve_proposals
 from sightline.models.targets import check_images, check_targets
 

@@ -28,7 +28,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from sightline.models.anchors import anchor_sizes_from_data, coco_box_sizes
-from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.backbones import SmallConvNet
+from sightline.models.local_weights import load_local_weights
 from sightline.models.targets import check_rcnn_inputs
 
 RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")

@@ -19,7 +19,7 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 from torchvision.ops import MultiScaleRoIAlign
 
 from sightline.models import faster_rcnn
-from sightline.models.backbones import load_local_weights
+from sightline.models.local_weights import load_local_weights
 
 
 def build(

@@ -18,7 +18,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from sightline.models import faster_rcnn
-from sightline.models.backbones import load_local_weights
+from sightline.models.local_weights import load_local_weights
 
 
 def build(

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher
 
-from sightline.models.backbones import load_local_weights
+from sightline.models.local_weights import load_local_weights
 from sightline.models.otdr_ops import (
     SegmentCoder,
     anchors_1d,

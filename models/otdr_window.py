@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sightline.models.backbones import load_local_weights
+from sightline.models.local_weights import load_local_weights
 from sightline.models.otdr_ops import check_event_targets, check_traces, trace_features
 
 IN_CHANNELS = 2  # trace_features: level and slope

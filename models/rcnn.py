@@ -34,8 +34,9 @@ from torchvision.models.detection._utils import BalancedPositiveNegativeSampler,
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
-from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.backbones import SmallConvNet
 from sightline.models.crops import to_model_scale, warp_with_context
+from sightline.models.local_weights import load_local_weights
 from sightline.models.selective_search import Mode, SelectiveSearch, resolve_proposals
 from sightline.models.targets import check_images, check_targets
 

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
-from sightline.models.backbones import SmallConvNet, load_local_weights
+from sightline.models.backbones import SmallConvNet
 from sightline.models.crops import to_model_scale, warp_with_context
+from sightline.models.local_weights import load_local_weights
 from sightline.models.targets import IMAGE_MEAN, IMAGE_STD, check_images, check_targets
 
 NEAR_MISS_SPREAD = 0.75  # near-miss centres: within this fraction of the truth's size of its own

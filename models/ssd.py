@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
 
-from sightline.models.backbones import SmallConvNet, conv_block, load_local_weights
+from sightline.models.backbones import SmallConvNet, conv_block
+from sightline.models.local_weights import load_local_weights
 from sightline.models.targets import IMAGE_MEAN, IMAGE_STD, Target, check_images, check_targets
 
 

@@ -26,7 +26,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, generalized_box_iou_loss
 
 from sightline.models.anchors import coco_box_sizes, kmeans_anchors
-from sightline.models.backbones import SmallConvNet, conv_block, load_local_weights
+from sightline.models.backbones import SmallConvNet, conv_block
+from sightline.models.local_weights import load_local_weights
 from sightline.models.targets import IMAGE_MEAN, IMAGE_STD, Target, check_images, check_targets
 
 MAX_LOG_SCALE = math.log(1000.0 / 16)  # clamp on dw, dh before exp (as torchvision's BoxCoder)

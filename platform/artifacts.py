@@ -121,7 +121,10 @@ def load_trained(directory: Path) -> tuple[nn.Module, ModelRecord]:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: train this family again (dvc repro train)")
-    model = build_model(record.family, record.num_classes, **record.model_params)
+    # The starting-weights file a model was trained from (`weights`) is not needed, nor read,
+    # to rebuild it: its own weights follow, and the file may not exist where it is served.
+    params = {k: v for k, v in record.model_params.items() if k != "weights"}
+    model = build_model(record.family, record.num_classes, **params)
     try:
         safetensors.torch.load_model(model, str(weights), device="cpu")
     except SafetensorError as exc:
