@@ -6,7 +6,11 @@ half resolution: what augmentation is for). Writes docs/benchmarks/augmentation.
 MLflow run.
 
     python bench/augmentation.py [--params params.yaml] [--families yolo ssd faster_rcnn]
+                                 [--seeds 0 1 2]
     sightline bench augmentation
+
+With `--seeds`, each recipe is trained once per training seed (the data stays the project's)
+and the report gives the mean: one seed's difference can be its noise.
 
 The "without" models are trained through the platform's own train stage (Ray Train, MLflow
 runs in the project's store, so both recipes can be compared in the MLflow UI) in a scratch
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,11 +51,17 @@ METRICS = ("map", "map_50", "map_small")
 DEFAULT_FAMILIES = ("yolo", "ssd", "faster_rcnn")
 
 
-def scratch_project(settings: Settings, root: Path) -> Path:
-    """A project at `root` with the project's params and `train.augment: null`, reading the
-    project's data folder; returns its params file."""
+def scratch_project(
+    settings: Settings, root: Path, *, augment: bool = False, seed: int | None = None
+) -> Path:
+    """A project at `root` with the project's params, `train.augment: null` unless `augment`,
+    and training seed `seed` (the project's if None), reading the project's data folder;
+    returns its params file."""
     raw = yaml.safe_load((settings.project_root / "params.yaml").read_text())
-    raw.setdefault("train", {})["augment"] = None
+    if not augment:
+        raw.setdefault("train", {})["augment"] = None
+    if seed is not None:
+        raw["seed"] = seed
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").symlink_to(settings.path("data").resolve(), target_is_directory=True)
     params = root / "params.yaml"
@@ -58,8 +69,8 @@ def scratch_project(settings: Settings, root: Path) -> Path:
     return params
 
 
-def train_without_augmentation(settings: Settings, family: str, params: Path) -> None:
-    """The platform's train stage for `family` in the scratch project (runs in the project's
+def train_in(settings: Settings, family: str, params: Path) -> None:
+    """The platform's train stage for `family` in a scratch project (runs in the project's
     MLflow store)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri}
     command = [sys.executable, "-m", "sightline.pipelines.train", "--family", family,
@@ -83,7 +94,8 @@ def markdown(rows: Rows, augment: dict | None, context: dict) -> str:
         f"Both models of a family have the same params except `train.augment` (with: "
         f"`{augment}`; without: null), the same data and seed, and are scored on the "
         f"{SPLIT} split ({context['images']} images) and on its shifted copies of "
-        "`sightline bench robustness` (same labels). In brackets: with minus without.",
+        "`sightline bench robustness` (same labels); mean over the training seeds "
+        f"{context.get('seeds', [0])}. In brackets: with minus without.",
         "",
         f"| family | test set | {header} |",
         "|---|---|" + "---|" * len(METRICS),
@@ -97,43 +109,70 @@ def markdown(rows: Rows, augment: dict | None, context: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def arms_for_seed(
+    settings: Settings, family: str, seed: int, root: Path
+) -> dict[str, tuple[nn.Module, ModelRecord]]:
+    """Both recipes' models of `family` at training seed `seed`: at the project's own seed the
+    "with" model is the one `dvc repro` trained; at another both are trained here."""
+    arms = {}
+    for arm, augment in (("with", True), ("without", False)):
+        if augment and seed == settings.seed:
+            arms[arm] = load_trained(model_dir(settings, family))
+            continue
+        params = root / f"{arm}-seed{seed}" / "params.yaml"
+        if not params.exists():
+            scratch_project(settings, params.parent, augment=augment, seed=seed)
+        train_in(settings, family, params)
+        arms[arm] = load_trained(model_dir(load_settings(params), family))
+    return arms
+
+
+def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.fmean(run[name] for run in runs) for name in runs[0]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__)
     parser.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES))
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None,
+        help="training seeds (default: the project's); the data stays the project's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = load_settings(args.params)
+    seeds = args.seeds or [settings.seed]
     on_test = on_test_split(settings)
     missing = [f for f in args.families if not (model_dir(settings, f) / "model.json").is_file()]
-    if missing:
+    if settings.seed in seeds and missing:
         print(f"no trained model for {missing} under artifacts/models; run `dvc repro` first")
         return 2
     started = time.monotonic()
     torch.set_num_threads(1)
-    rows: Rows = {}
+    per_seed: dict[tuple[str, str], dict[str, list[dict[str, float]]]] = {}
     split = load_task_split(on_test.detection_data, SPLIT, settings.project_root, "detect")
     with tempfile.TemporaryDirectory(prefix="bench-augmentation-") as tmp:
-        params = scratch_project(settings, Path(tmp) / "project")
-        scratch = load_settings(params)
         test_sets = {"in distribution": on_test} | {
             name: shifted_detection_project(settings, split, shift, Path(tmp) / metric_slug(name))
             for name, shift in IMAGE_SHIFTS.items()
         }
         for family in args.families:
-            train_without_augmentation(settings, family, params)
-            arms = {
-                "with": load_trained(model_dir(settings, family)),
-                "without": load_trained(model_dir(scratch, family)),
-            }
-            for test_set, evaluated_on in test_sets.items():
-                rows[family, test_set] = {
-                    arm: scored(evaluated_on, trained) for arm, trained in arms.items()
-                }
-                print(family, test_set, rows[family, test_set], flush=True)
+            for seed in seeds:
+                arms = arms_for_seed(settings, family, seed, Path(tmp))
+                for test_set, evaluated_on in test_sets.items():
+                    for arm, trained in arms.items():
+                        runs = per_seed.setdefault((family, test_set), {}).setdefault(arm, [])
+                        runs.append(scored(evaluated_on, trained))
+                    print(family, seed, test_set, per_seed[family, test_set], flush=True)
+    rows: Rows = {
+        key: {arm: mean_metrics(runs) for arm, runs in arms.items()}
+        for key, arms in per_seed.items()
+    }
     augment = settings.train_for(GROUP, args.families[0]).augment
     context = {
         "when": time.strftime("%Y-%m-%d"),
         "minutes": (time.monotonic() - started) / 60,
         "images": len(split.coco.dataset["images"]),
+        "seeds": seeds,
     }
     text = markdown(rows, augment.model_dump() if augment else None, context)
     print(text)

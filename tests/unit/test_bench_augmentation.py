@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sightline.config import load_settings
 from tests.bench_scripts import bench_fixture
 
@@ -33,3 +35,17 @@ def test_the_report_gives_with_minus_without_per_metric(augmentation) -> None:
     )
     assert "| yolo | dark | 0.200 -> 0.250 (+0.050) | 0.400 -> 0.380 (-0.020) |" in text
     assert "100 images" in text and "`{'hflip': 0.5}`" in text
+
+
+def test_another_seed_keeps_the_recipe_and_the_data(augmentation, tmp_path: Path) -> None:
+    project = load_settings(Path("params.yaml"))
+    params = augmentation.scratch_project(project, tmp_path / "s", augment=True, seed=7)
+    scratch = load_settings(params)
+    assert scratch.seed == 7 != project.seed
+    assert scratch.train_for("detection", "yolo") == project.train_for("detection", "yolo")
+    assert scratch.synth == project.synth  # the data is drawn as before; only training varies
+
+
+def test_seeds_are_averaged_metric_by_metric(augmentation) -> None:
+    mean = augmentation.mean_metrics([{"map": 0.1, "map_50": 0.3}, {"map": 0.2, "map_50": 0.5}])
+    assert mean == {"map": pytest.approx(0.15), "map_50": pytest.approx(0.4)}
