@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,17 +290,25 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
     }
     text = markdown(rows, augment.model_dump() if augment else None, context)
+    publish_section(settings, "augmentation", text, rows, METRICS, prefix="")
+    return 0
+
+
+def publish_section(
+    settings: Settings, section: str, text: str, rows: Rows, names: Iterable[str], prefix: str
+) -> None:
+    """Prints `text`, puts it in its `section` of docs/benchmarks/augmentation.md and logs the
+    page with the `names` metrics of `rows`, as <prefix><family>.<test set or fold>.<arm>.<name>."""
     print(text)
     metrics = {
-        f"{family}.{metric_slug(test_set)}.{arm}.{name}": value
-        for (family, test_set), arms in rows.items()
+        f"{prefix}{family}.{metric_slug(key)}.{arm}.{name}": value
+        for (family, key), arms in rows.items()
         for arm, values in arms.items()
         for name, value in values.items()
-        if name in METRICS
+        if name in names
     }
-    page = replace_section(settings.path("docs/benchmarks/augmentation.md"), "augmentation", text)
+    page = replace_section(settings.path("docs/benchmarks/augmentation.md"), section, text)
     publish(settings, name="augmentation", group=GROUP, report=page, metrics=metrics)
-    return 0
 
 
 def own_data_main(
@@ -323,16 +332,7 @@ def own_data_main(
         ),
     }
     text = own_data_markdown(rows, augment.model_dump() if augment else None, data, context)
-    print(text)
-    metrics = {
-        f"own_data.{family}.{metric_slug(fold)}.{arm}.{name}": value
-        for (family, fold), arms in rows.items()
-        for arm, values in arms.items()
-        for name, value in values.items()
-        if name in OWN_DATA_METRICS
-    }
-    page = replace_section(settings.path("docs/benchmarks/augmentation.md"), "own_data", text)
-    publish(settings, name="augmentation", group=GROUP, report=page, metrics=metrics)
+    publish_section(settings, "own_data", text, rows, OWN_DATA_METRICS, prefix="own_data.")
     return 0
 
 
