@@ -8,11 +8,14 @@ R-CNN and Fast R-CNN. Boxes are clipped to the image and those left under a pixe
 their labels, masks and keypoints. torchvision's v2 transforms do the geometry; only the
 training datasets are wrapped, so evaluation, validation and serving never see it. Faces get
 the same flip, zoom, shift and brightness / contrast (a face's identity survives a mirror).
+The last epochs (`off_for_final`) see the plain samples: `UntilEpoch` gates the transform and
+the training loop sets the epoch through the dataset's `set_epoch`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,6 +42,24 @@ def keypoint_flip_order(names: Sequence[str]) -> list[int]:
         other = {"left": "right", "right": "left"}.get(side)
         order.append(index.get(f"{other}_{part}", i) if other else i)
     return order
+
+
+class UntilEpoch:
+    """`transform` in the epochs before `stop` (None: in every epoch), the sample unchanged
+    from then on. Starts in epoch 0; `set_epoch` moves it."""
+
+    def __init__(self, transform: Callable[..., Any], stop: int | None) -> None:
+        self.transform = transform
+        self.stop = stop
+        self.active = True
+
+    def set_epoch(self, epoch: int) -> None:
+        self.active = self.stop is None or epoch < self.stop
+
+    def __call__(self, *sample: Any) -> Any:
+        if self.active:
+            return self.transform(*sample)
+        return sample if len(sample) > 1 else sample[0]
 
 
 class DetectionAugmentation:
@@ -126,13 +147,20 @@ def _pixel_fields(image: Tensor, target: Target, size: tuple[int, int]) -> dict[
 
 
 class AugmentedDataset(Dataset[tuple[Tensor, Target]]):
-    """A detection training dataset whose samples pass through `augmentation`."""
+    """A detection training dataset whose samples pass through `augmentation` in the epochs
+    before `stop` (`Augment.first_plain_epoch`)."""
 
     def __init__(
-        self, dataset: Dataset[tuple[Tensor, Target]], augmentation: DetectionAugmentation
+        self,
+        dataset: Dataset[tuple[Tensor, Target]],
+        augmentation: DetectionAugmentation,
+        stop: int | None = None,
     ) -> None:
         self.dataset = dataset
-        self.augmentation = augmentation
+        self.augmentation = UntilEpoch(augmentation, stop)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.augmentation.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -141,12 +169,14 @@ class AugmentedDataset(Dataset[tuple[Tensor, Target]]):
         return self.augmentation(*self.dataset[index])
 
 
-def face_augmentation(augment: Augment, channels: int) -> Callable[[Tensor], Tensor]:
-    """The transform an identity training dataset applies to each prepared face (CxHxW)."""
+def face_augmentation(augment: Augment, channels: int, epochs: int | None = None) -> UntilEpoch:
+    """The transform an identity training dataset applies to each prepared face (CxHxW); with
+    `epochs` (the training's), off for its final epochs."""
     flip = v2.RandomHorizontalFlip(augment.hflip) if augment.hflip > 0 else None
     candidates = (flip, _zoom_and_shift(augment), _colour_jitter(augment, channels == 3))
     steps = [step for step in candidates if step is not None]
-    return v2.Compose(steps) if steps else v2.Identity()
+    stop = augment.first_plain_epoch(epochs) if epochs is not None else None
+    return UntilEpoch(v2.Compose(steps) if steps else v2.Identity(), stop)
 
 
 def _zoom_and_shift(augment: Augment) -> v2.Transform | None:

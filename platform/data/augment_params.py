@@ -13,10 +13,24 @@ class Augment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The defaults are a mirror and colour jitter, as torchvision's detection references
+    # ("hflip"): on the synthetic scenes zoom and shift cost yolo and ssd map (bench
+    # augmentation); a small real dataset may want them, e.g. scale (0.8, 1.25), translate 0.1.
     hflip: float = Field(0.5, ge=0, le=1)  # probability of a left-right mirror
-    scale: tuple[float, float] = (0.8, 1.25)  # zoom range; the image keeps its size
-    translate: float = Field(0.1, ge=0, le=0.5)  # shift, up to this fraction of each side
+    scale: tuple[float, float] = (1.0, 1.0)  # zoom range; the image keeps its size
+    translate: float = Field(0.0, ge=0, le=0.5)  # shift, up to this fraction of each side
     colour: float = Field(0.2, ge=0, le=1)  # brightness / contrast / saturation jitter
+    # The last fraction of `train.epochs` trained on the plain samples (as YOLOv8 closes its
+    # mosaic for the last epochs): the model ends on the distribution it is scored on.
+    off_for_final: float = Field(0.2, ge=0, lt=1)
+
+    def first_plain_epoch(self, epochs: int) -> int | None:
+        """The first epoch trained without augmentation (None: every epoch augmented); at
+        least one plain epoch whenever `off_for_final` > 0, never the first epoch."""
+        plain = round(self.off_for_final * epochs)
+        if self.off_for_final > 0:
+            plain = max(1, plain)
+        return max(1, epochs - plain) if plain else None
 
     @field_validator("scale")
     @classmethod

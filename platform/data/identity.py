@@ -249,6 +249,11 @@ class IdentityDataset(Dataset[tuple[Tensor, int]]):
     def __len__(self) -> int:
         return len(self.records)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tells the transform the epoch (augmentation is off for the final ones)."""
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(epoch)
+
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         record = self.records[index]
         image = load_rgb_image(record.path, f"identity {record.identity!r}")

@@ -144,7 +144,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     dataset = adapter.dataset(job)
     loader = adapter.loader(job, dataset, adapter.collate, rank, world)
-    epoch_aware = [s for s in (loader.sampler, loader.batch_sampler) if hasattr(s, "set_epoch")]
+    # The shuffle and the augmentation (off for the final epochs) follow the epoch.
+    epoch_aware = [
+        part
+        for part in (loader.sampler, loader.batch_sampler, loader.dataset)
+        if hasattr(part, "set_epoch")
+    ]
 
     model = build_model(job.family, job.num_classes, **job.model_params).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -192,8 +197,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     timing = {"loop_entered_at": entered_at, "setup_s": time.time() - entered_at}
     for epoch in range(start_epoch, job.train.epochs):
         _maybe_inject_failure(job, epoch, rank)
-        for sampler in epoch_aware:
-            sampler.set_epoch(epoch)
+        for part in epoch_aware:
+            part.set_epoch(epoch)
         model.train()
         sums: dict[str, float] = {}
         batches, images, started = 0, 0, time.perf_counter()

@@ -43,7 +43,9 @@ def detection_dataset(job: TrainJob) -> Dataset:
     from sightline.data.augment import AugmentedDataset, DetectionAugmentation
 
     keypoint_names = split.keypoint_names if job.task == "keypoints" else []
-    return AugmentedDataset(dataset, DetectionAugmentation(job.train.augment, keypoint_names))
+    augmentation = DetectionAugmentation(job.train.augment, keypoint_names)
+    stop = job.train.augment.first_plain_epoch(job.train.epochs)
+    return AugmentedDataset(dataset, augmentation, stop)
 
 
 def detection_collate(batch: list[Any]) -> TargetsBatch:

@@ -130,7 +130,7 @@ def identity_dataset(job: TrainJob) -> Dataset:
     if augment is not None:
         from sightline.data.augment import face_augmentation
 
-        transform = face_augmentation(augment, data.channels)
+        transform = face_augmentation(augment, data.channels, job.train.epochs)
     return IdentityDataset(
         splits.records(records, "train"),
         image_size=data.image_size,

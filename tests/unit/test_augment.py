@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from sightline.config import Train
-from sightline.data.augment import DetectionAugmentation, face_augmentation, keypoint_flip_order
+from sightline.data.augment import (
+    AugmentedDataset,
+    DetectionAugmentation,
+    face_augmentation,
+    keypoint_flip_order,
+)
 from sightline.data.augment_params import Augment
 
 SIZE = 64
@@ -107,3 +112,34 @@ def test_a_face_keeps_its_shape_and_range_and_none_leaves_it_alone() -> None:
     assert moved.shape == face.shape and moved.min() >= 0 and moved.max() <= 1
     assert not torch.equal(moved, face)
     assert torch.equal(face_augmentation(Augment(**NONE), channels=1)(face), face)
+
+
+@pytest.mark.parametrize(
+    ("off_for_final", "epochs", "first_plain"),
+    [(0.2, 6, 5), (0.2, 3, 2), (0.2, 200, 160), (0.5, 1, 1), (0.0, 6, None)],
+)
+def test_the_final_epochs_are_plain_and_never_the_first(
+    off_for_final: float, epochs: int, first_plain: int | None
+) -> None:
+    assert Augment(off_for_final=off_for_final).first_plain_epoch(epochs) == first_plain
+
+
+def test_the_dataset_serves_plain_samples_from_the_first_plain_epoch() -> None:
+    image, target = sample()
+    mirror = DetectionAugmentation(Augment(**{**NONE, "hflip": 1.0}))
+    dataset = AugmentedDataset([(image, target)], mirror, stop=2)
+    for epoch, plain in [(0, False), (1, False), (2, True), (3, True)]:
+        dataset.set_epoch(epoch)
+        served, _ = dataset[0]
+        assert torch.equal(served, image) is plain, epoch
+    dataset.set_epoch(0)  # a resumed run that starts over
+    assert torch.equal(dataset[0][0], image.flip(-1))
+
+
+def test_face_augmentation_stops_for_the_final_epochs_of_its_training() -> None:
+    face = torch.rand(1, 48, 48)
+    transform = face_augmentation(Augment(**{**NONE, "hflip": 1.0}), channels=1, epochs=5)
+    transform.set_epoch(3)
+    assert torch.equal(transform(face), face.flip(-1))
+    transform.set_epoch(4)
+    assert torch.equal(transform(face), face)
