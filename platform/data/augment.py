@@ -8,8 +8,8 @@ R-CNN and Fast R-CNN. Boxes are clipped to the image and those left under a pixe
 their labels, masks and keypoints. torchvision's v2 transforms do the geometry; only the
 training datasets are wrapped, so evaluation, validation and serving never see it. Faces get
 the same flip, zoom, shift and brightness / contrast (a face's identity survives a mirror).
-The last epochs (`off_for_final`) see the plain samples: `UntilEpoch` gates the transform and
-the training loop sets the epoch through the dataset's `set_epoch`.
+The last epochs (`off_for_final`) see the plain samples: `for_training` gates either transform
+and the training loop sets the epoch through the dataset's `set_epoch`.
 """
 
 from __future__ import annotations
@@ -146,18 +146,18 @@ def _pixel_fields(image: Tensor, target: Target, size: tuple[int, int]) -> dict[
     return fields
 
 
-class AugmentedDataset(Dataset[tuple[Tensor, Target]]):
-    """A detection training dataset whose samples pass through `augmentation` in the epochs
-    before `stop` (`Augment.first_plain_epoch`)."""
+def for_training(transform: Callable[..., Any], augment: Augment, epochs: int) -> UntilEpoch:
+    """`transform` gated off for the final epochs of a training of `epochs` epochs."""
+    return UntilEpoch(transform, augment.first_plain_epoch(epochs))
 
-    def __init__(
-        self,
-        dataset: Dataset[tuple[Tensor, Target]],
-        augmentation: DetectionAugmentation,
-        stop: int | None = None,
-    ) -> None:
+
+class AugmentedDataset(Dataset[tuple[Tensor, Target]]):
+    """A detection training dataset whose samples pass through `augmentation` (a
+    `DetectionAugmentation`, gated by `for_training`)."""
+
+    def __init__(self, dataset: Dataset[tuple[Tensor, Target]], augmentation: UntilEpoch) -> None:
         self.dataset = dataset
-        self.augmentation = UntilEpoch(augmentation, stop)
+        self.augmentation = augmentation
 
     def set_epoch(self, epoch: int) -> None:
         self.augmentation.set_epoch(epoch)
@@ -169,14 +169,12 @@ class AugmentedDataset(Dataset[tuple[Tensor, Target]]):
         return self.augmentation(*self.dataset[index])
 
 
-def face_augmentation(augment: Augment, channels: int, epochs: int | None = None) -> UntilEpoch:
-    """The transform an identity training dataset applies to each prepared face (CxHxW); with
-    `epochs` (the training's), off for its final epochs."""
+def face_augmentation(augment: Augment, channels: int) -> v2.Transform:
+    """The transform an identity training dataset applies to each prepared face (CxHxW)."""
     flip = v2.RandomHorizontalFlip(augment.hflip) if augment.hflip > 0 else None
     candidates = (flip, _zoom_and_shift(augment), _colour_jitter(augment, channels == 3))
     steps = [step for step in candidates if step is not None]
-    stop = augment.first_plain_epoch(epochs) if epochs is not None else None
-    return UntilEpoch(v2.Compose(steps) if steps else v2.Identity(), stop)
+    return v2.Compose(steps) if steps else v2.Identity()
 
 
 def _zoom_and_shift(augment: Augment) -> v2.Transform | None:

@@ -40,12 +40,12 @@ def detection_dataset(job: TrainJob) -> Dataset:
         dataset = DatasetWithProposals(dataset, proposals, job.proposals_path)
     if job.train.augment is None:
         return dataset
-    from sightline.data.augment import AugmentedDataset, DetectionAugmentation
+    from sightline.data.augment import AugmentedDataset, DetectionAugmentation, for_training
 
     keypoint_names = split.keypoint_names if job.task == "keypoints" else []
-    augmentation = DetectionAugmentation(job.train.augment, keypoint_names)
-    stop = job.train.augment.first_plain_epoch(job.train.epochs)
-    return AugmentedDataset(dataset, augmentation, stop)
+    augment = job.train.augment
+    augmentation = DetectionAugmentation(augment, keypoint_names)
+    return AugmentedDataset(dataset, for_training(augmentation, augment, job.train.epochs))
 
 
 def detection_collate(batch: list[Any]) -> TargetsBatch:

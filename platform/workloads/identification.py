@@ -128,9 +128,10 @@ def identity_dataset(job: TrainJob) -> Dataset:
     augment = job.train.augment
     transform = None
     if augment is not None:
-        from sightline.data.augment import face_augmentation
+        from sightline.data.augment import face_augmentation, for_training
 
-        transform = face_augmentation(augment, data.channels, job.train.epochs)
+        faces = face_augmentation(augment, data.channels)
+        transform = for_training(faces, augment, job.train.epochs)
     return IdentityDataset(
         splits.records(records, "train"),
         image_size=data.image_size,

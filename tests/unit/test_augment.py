@@ -10,7 +10,9 @@ from sightline.config import Train
 from sightline.data.augment import (
     AugmentedDataset,
     DetectionAugmentation,
+    UntilEpoch,
     face_augmentation,
+    for_training,
     keypoint_flip_order,
 )
 from sightline.data.augment_params import Augment
@@ -127,7 +129,7 @@ def test_the_final_epochs_are_plain_and_never_the_first(
 def test_the_dataset_serves_plain_samples_from_the_first_plain_epoch() -> None:
     image, target = sample()
     mirror = DetectionAugmentation(Augment(**{**NONE, "hflip": 1.0}))
-    dataset = AugmentedDataset([(image, target)], mirror, stop=2)
+    dataset = AugmentedDataset([(image, target)], UntilEpoch(mirror, stop=2))
     for epoch, plain in [(0, False), (1, False), (2, True), (3, True)]:
         dataset.set_epoch(epoch)
         served, _ = dataset[0]
@@ -138,7 +140,8 @@ def test_the_dataset_serves_plain_samples_from_the_first_plain_epoch() -> None:
 
 def test_face_augmentation_stops_for_the_final_epochs_of_its_training() -> None:
     face = torch.rand(1, 48, 48)
-    transform = face_augmentation(Augment(**{**NONE, "hflip": 1.0}), channels=1, epochs=5)
+    mirror = Augment(**{**NONE, "hflip": 1.0, "off_for_final": 0.2})
+    transform = for_training(face_augmentation(mirror, channels=1), mirror, epochs=5)
     transform.set_epoch(3)
     assert torch.equal(transform(face), face.flip(-1))
     transform.set_epoch(4)
