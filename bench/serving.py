@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -142,11 +143,13 @@ def champion_families(tracking_uri: str) -> dict[str, str] | None:
 
 def batched_forward_gain(
     tracking_uri: str, payloads: Path, batch_size: int, seconds: float = 3.0
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The detector and embedder champions' own forward pass in this process, on one thread as
     a replica runs it (Ray gives an actor with num_cpus < 1 OMP_NUM_THREADS=1): images/s one at
     a time and `batch_size` at once, and the model's milliseconds per single image. Their
-    ratio is the most dynamic batching can add to a route's throughput, whatever Serve does."""
+    ratio is the most dynamic batching can add to a route's throughput, whatever Serve does.
+    `detect_families`: the same ratio for every detector family the registry serves (the
+    evidence for `serve.batch.unbatched_families`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     inputs = {
@@ -154,16 +157,25 @@ def batched_forward_gain(
         "identify": np.asarray(Image.open(payloads / "face.png").convert("RGB")),
     }
     forward = {"detect": run_detector, "identify": embed_faces}
-    gains: dict[str, float] = {}
+
+    def rates(route: str, model: torch.nn.Module) -> tuple[float, float]:
+        run = partial(forward[route], model)
+        single = images_per_second(run, inputs[route], 1, seconds)
+        return single, images_per_second(run, inputs[route], batch_size, seconds)
+
+    gains: dict[str, Any] = {}
     try:
         for route, group in (("detect", "detection"), ("identify", "identification")):
             models = RegisteredModels(tracking_uri, group)
-            model = models.get(str(models.catalog().champion_version)).model
-            run = partial(forward[route], model)
-            single = images_per_second(run, inputs[route], 1, seconds)
-            batched = images_per_second(run, inputs[route], batch_size, seconds)
+            catalog = models.catalog()
+            single, batched = rates(route, models.get(str(catalog.champion_version)).model)
             gains |= {f"{route}_single_per_s": single, f"{route}_batched_per_s": batched,
                       f"{route}_model_ms": 1000.0 / single}  # fmt: skip
+            if route == "detect":
+                gains["detect_families"] = {
+                    family: rates(route, models.get(number).model)
+                    for family, number in sorted(catalog.families.items())
+                }
     finally:
         torch.set_num_threads(threads)
     return gains
@@ -269,6 +281,11 @@ def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context:
         for c in cells
         if c.batching == "off" and c.users == 1 and c.route in ("detect", "identify")
     }
+    family_gains = ", ".join(
+        f"{family} {one:.1f} -> {many:.1f} ({many / one:.2f}x)"
+        for family, (one, many) in gains["detect_families"].items()
+    )
+    unbatched = ", ".join(context["batch"].unbatched_families) or "no family"
     enrolled = enroll.ok_ms()
     enroll_rate = enrolled.size / enroll.seconds
     enroll_p50 = float(np.median(enrolled)) if enrolled.size else float("nan")
@@ -283,7 +300,8 @@ after): absolute figures are this machine's; compare rows with each other. It to
 (detect), a 2,000-sample JSON trace (otdr), a 64x64 PNG face (identify), each a raw body.
 Batching "on" is params `serve.batch` (max_batch_size {context["batch"].max_batch_size}, wait
 {context["batch"].batch_wait_timeout_s * 1000:.0f} ms; the detector and embedder batch, the OTDR
-deployment does not); "off" is max_batch_size 1. One replica per task,
+deployment does not; detectors of {unbatched} run one request at a time); "off" is
+max_batch_size 1. One replica per task,
 max_ongoing_requests {context["scaling"].max_ongoing_requests}, max_queued_requests
 {context["scaling"].max_queued_requests}: beyond that a request gets 503 + Retry-After at once.
 Latency percentiles are over the 200 answers; "errors" counts other non-200 answers and
@@ -304,7 +322,8 @@ connection failures.
   the detector {gains["detect_model_ms"]:.1f} ms and the embedder
   {gains["identify_model_ms"]:.2f} ms of a request whose app time at 1 client is
   {app_p50["detect"]:.1f} / {app_p50["identify"]:.1f} ms (p50, batching off): batching can
-  only shrink the model's share.
+  only shrink the model's share. The same for every detector family served (`?model=`),
+  images/s one at a time -> {batch_on_size} at once: {family_gains}.
 
 **Serve's overhead**: round trip minus the app's own time (`Server-Timing: app;dur=`, the
 gateway's FastAPI app from request to response start, task calls included), same requests as

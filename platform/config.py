@@ -194,6 +194,9 @@ class ServeBatch(Strict):
 
     max_batch_size: int = Field(8, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=10)
+    # Detector families served one request at a time: their forward pass costs the same per
+    # image in a batch, so a batch only makes each request wait for the others.
+    unbatched_families: list[str] = Field(default_factory=list)
 
 
 class ServeScaling(Strict):

@@ -1,8 +1,9 @@
 """The detection deployment: registered detectors (registered.py) run on decoded images.
 
 Requests are batched (`@serve.batch`, sizes from params `serve.batch`): the images of one
-batch that ask for the same model version go through it in one forward pass. Decoding and
-resizing happen in the ingress (gateway.py), off this replica.
+batch that ask for the same model version go through it in one forward pass. A version of a
+family in `serve.batch.unbatched_families` runs each request on its own, at once. Decoding
+and resizing happen in the ingress (gateway.py), off this replica.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from sightline.config import ServeBatch
 from sightline.evaluate.coco import masks_to_rle
+from sightline.models.registry import FAMILIES
 from sightline.serve.capacity import (
     DEFAULT_BATCH,
     call_batched,
@@ -123,6 +125,9 @@ class Detector:
 
     def __init__(self, tracking_uri: str, batch: ServeBatch | None = None) -> None:
         self._registered = RegisteredModels(tracking_uri, "detection")
+        self._unbatched = set((batch or DEFAULT_BATCH).unbatched_families)
+        if unknown := sorted(self._unbatched - FAMILIES.keys()):
+            raise ValueError(f"serve.batch.unbatched_families: no such model family {unknown}")
         configure_batching(self._detect_batch, batch)
 
     def catalog(self) -> Catalog:
@@ -139,6 +144,11 @@ class Detector:
         scale: float = 1.0,
         original_size: tuple[int, int] | None = None,
     ) -> list[Detection]:
+        loaded = self._registered.get(version)
+        if loaded.family in self._unbatched:
+            return detect_objects(
+                loaded.model, pixels, loaded.class_names, score_threshold, scale, original_size
+            )
         return await call_batched(
             self._detect_batch, pixels, version, score_threshold, scale, original_size
         )

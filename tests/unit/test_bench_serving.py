@@ -21,6 +21,9 @@ def test_the_batched_forward_gain_is_measured_on_the_registered_champions(
     for route in ("detect", "identify"):
         assert gains[f"{route}_single_per_s"] > 0 and gains[f"{route}_batched_per_s"] > 0
         assert gains[f"{route}_model_ms"] == pytest.approx(1000 / gains[f"{route}_single_per_s"])
+    (family,) = gains["detect_families"]
+    assert family == serving.STAND_INS["detection"]
+    assert all(rate > 0 for rate in gains["detect_families"][family])
 
 
 def test_images_per_second_counts_every_image_of_each_call(serving) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
+import pytest
 import torch
 from pycocotools import mask as mask_utils
 
@@ -52,3 +55,24 @@ def test_plain_detectors_have_no_masks_or_keypoints() -> None:
     (hit,) = detect_objects(Boxes(), np.zeros((10, 20, 3), dtype=np.uint8), ["a"], 0.5)
     assert hit.box == [1.0, 1.0, 20.0, 9.0]  # clamped to the image
     assert hit.mask is None and hit.keypoints is None
+
+
+def test_an_unbatched_family_skips_the_batch_queue_with_the_same_answer(tmp_path) -> None:
+    from sightline.config import ServeBatch
+    from sightline.serve.detector import Detector
+    from tests.conftest import own_store
+    from tests.integration.test_serve_detect import register_untrained_detectors
+
+    def no_batching(*args):
+        raise AssertionError("went through the batch queue")
+
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    with own_store(tmp_path) as uri:
+        register_untrained_detectors(tmp_path / "artifacts")
+        batched = Detector.func_or_class(uri)
+        unbatched = Detector.func_or_class(uri, ServeBatch(unbatched_families=["faster_rcnn"]))
+        unbatched._detect_batch = no_batching
+        expected = asyncio.run(batched.detect(pixels, "1", 0.0))
+        assert expected and asyncio.run(unbatched.detect(pixels, "1", 0.0)) == expected
+        with pytest.raises(ValueError, match=r"no such model family \['rccn'\]"):
+            Detector.func_or_class(uri, ServeBatch(unbatched_families=["rccn"]))
