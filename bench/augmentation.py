@@ -10,7 +10,13 @@ MLflow run.
     sightline bench augmentation
 
 With `--seeds`, each recipe is trained once per training seed (the data stays the project's)
-and the report gives the mean: one seed's difference can be its noise.
+and the report gives the mean: one seed's difference can be its noise. `--no-shifts` scores the
+test split alone (the slow families' shifted copies cost minutes of scoring), and `--section`
+names the page's section the table goes to, so that a run over other families does not replace
+the default families' table:
+
+    python bench/augmentation.py --families rcnn fast_rcnn --seeds 1 2 3 --no-shifts
+                                 --section other_families
 
     python bench/augmentation.py --data ../shared/data/fruits-nuts --families yolo
                                  [--folds 1 2 3] [--epochs 200] [--fractions 0.6 0.2 0.2]
@@ -29,6 +35,7 @@ Run it after `dvc repro` (which makes the "with" models under artifacts/models).
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import statistics
@@ -68,8 +75,8 @@ def scratch_project(
     settings: Settings, root: Path, *, augment: bool = False, seed: int | None = None
 ) -> Path:
     """A project at `root` with the project's params, `train.augment: null` unless `augment`,
-    and training seed `seed` (the project's if None), reading the project's data folder;
-    returns its params file."""
+    and training seed `seed` (the project's if None), reading the project's data folder and
+    selective-search proposals; returns its params file."""
     raw = yaml.safe_load((settings.project_root / "params.yaml").read_text())
     if not augment:
         raw.setdefault("train", {})["augment"] = None
@@ -77,6 +84,10 @@ def scratch_project(
         raw["seed"] = seed
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").symlink_to(settings.path("data").resolve(), target_is_directory=True)
+    proposals = settings.path("artifacts/proposals")  # rcnn / fast_rcnn train on them
+    if proposals.is_dir():
+        (root / "artifacts").mkdir()
+        (root / "artifacts" / "proposals").symlink_to(proposals.resolve(), True)
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     return params
@@ -149,9 +160,14 @@ def markdown(rows: Rows, augment: dict | None, context: dict) -> str:
         f"on {context['when']}, {os.cpu_count()} CPU cores, {context['minutes']:.0f} min. "
         f"Both models of a family have the same params except `train.augment` (with: "
         f"`{augment}`; without: null), the same data and seed, and are scored on the "
-        f"{SPLIT} split ({context['images']} images) and on its shifted copies of "
-        "`sightline bench robustness` (same labels); mean over the training seeds "
-        f"{context.get('seeds', [0])}. In brackets: with minus without.",
+        f"{SPLIT} split ({context['images']} images)"
+        + (
+            " and on its shifted copies of `sightline bench robustness` (same labels)"
+            if context["shifts"]
+            else ""
+        )
+        + f"; mean over the training seeds {context['seeds']}. In brackets: with minus "
+        "without.",
         "",
         *table(rows, "test set"),
     ]
@@ -229,6 +245,10 @@ def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__)
     parser.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES))
+    parser.add_argument("--shifts", action=argparse.BooleanOptionalAction, default=True,
+                        help="also score the shifted copies of the test split")  # fmt: skip
+    parser.add_argument("--section", default="augmentation",
+                        help="the section of docs/benchmarks/augmentation.md to write")  # fmt: skip
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None,
         help="training seeds (default: the project's); the data stays the project's",
@@ -266,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     per_seed: dict[tuple[str, str], dict[str, list[dict[str, float]]]] = {}
     split = load_task_split(on_test.detection_data, SPLIT, settings.project_root, "detect")
     with tempfile.TemporaryDirectory(prefix="bench-augmentation-") as tmp:
+        shifts = IMAGE_SHIFTS.items() if args.shifts else ()
         test_sets = {"in distribution": on_test} | {
             name: shifted_detection_project(settings, split, shift, Path(tmp) / metric_slug(name))
-            for name, shift in IMAGE_SHIFTS.items()
+            for name, shift in shifts
         }
         for family in args.families:
             for seed in seeds:
@@ -288,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": (time.monotonic() - started) / 60,
         "images": len(split.coco.dataset["images"]),
         "seeds": seeds,
+        "shifts": args.shifts,
     }
     text = markdown(rows, augment.model_dump() if augment else None, context)
-    publish_section(settings, "augmentation", text, rows, METRICS, prefix="")
+    prefix = "" if args.section == "augmentation" else f"{args.section}."
+    publish_section(settings, args.section, text, rows, METRICS, prefix=prefix)
     return 0
 
 

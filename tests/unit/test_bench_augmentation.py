@@ -30,11 +30,24 @@ def test_the_report_gives_with_minus_without_per_metric(augmentation) -> None:
     without = {"map": 0.2, "map_50": 0.4, "map_small": 0.1}
     with_ = {"map": 0.25, "map_50": 0.38, "map_small": 0.1}
     rows = {("yolo", "dark"): {"without": without, "with": with_}}
-    text = augmentation.markdown(
-        rows, {"hflip": 0.5}, {"when": "2026-12-02", "minutes": 3, "images": 100}
-    )
+    context = {"when": "2026-12-02", "minutes": 3, "images": 100, "seeds": [1, 2]}
+    text = augmentation.markdown(rows, {"hflip": 0.5}, {**context, "shifts": True})
     assert "| yolo | dark | 0.200 -> 0.250 (+0.050) | 0.400 -> 0.380 (-0.020) |" in text
     assert "100 images" in text and "`{'hflip': 0.5}`" in text
+    assert "shifted copies" in text and "seeds [1, 2]" in text
+    alone = augmentation.markdown(rows, {"hflip": 0.5}, {**context, "shifts": False})
+    assert "shifted copies" not in alone  # --no-shifts: the test split alone
+
+
+def test_the_scratch_project_reads_the_projects_proposals(augmentation, tmp_path: Path) -> None:
+    project_root = tmp_path / "project"
+    (project_root / "artifacts" / "proposals").mkdir(parents=True)
+    (project_root / "data").mkdir()
+    (project_root / "params.yaml").write_text(Path("params.yaml").read_text())
+    project = load_settings(project_root / "params.yaml")
+    params = augmentation.scratch_project(project, tmp_path / "scratch")
+    linked = load_settings(params).path("artifacts/proposals")
+    assert linked.resolve() == (project_root / "artifacts" / "proposals").resolve()
 
 
 def test_another_seed_keeps_the_recipe_and_the_data(augmentation, tmp_path: Path) -> None:
