@@ -54,6 +54,7 @@ from robustness import (
     IMAGE_SHIFTS,
     SPLIT,
     metric_slug,
+    on_split,
     on_test_split,
     shifted_detection_project,
 )
@@ -160,7 +161,9 @@ def markdown(rows: Rows, augment: dict | None, context: dict) -> str:
         f"on {context['when']}, {os.cpu_count()} CPU cores, {context['minutes']:.0f} min. "
         f"Both models of a family have the same params except `train.augment` (with: "
         f"`{augment}`; without: null), the same data and seed, and are scored on the "
-        f"{SPLIT} split ({context['images']} images)"
+        "validation split (where a recipe is chosen: a family's default is decided there, "
+        f'never on the test), on the {SPLIT} split ({context["images"]} images, "in '
+        'distribution")'
         + (
             " and on its shifted copies of `sightline bench robustness` (same labels)"
             if context["shifts"]
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     split = load_task_split(on_test.detection_data, SPLIT, settings.project_root, "detect")
     with tempfile.TemporaryDirectory(prefix="bench-augmentation-") as tmp:
         shifts = IMAGE_SHIFTS.items() if args.shifts else ()
-        test_sets = {"in distribution": on_test} | {
+        test_sets = {"validation": on_split(settings, "val"), "in distribution": on_test} | {
             name: shifted_detection_project(settings, split, shift, Path(tmp) / metric_slug(name))
             for name, shift in shifts
         }

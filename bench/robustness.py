@@ -109,11 +109,16 @@ class Row:
     metrics: dict[str, float]
 
 
+def on_split(settings: Settings, split: str) -> Settings:
+    """`settings` with evaluation on `split`."""
+    return settings.model_copy(
+        update={"evaluate": settings.evaluate.model_copy(update={"split": split})}
+    )
+
+
 def on_test_split(settings: Settings) -> Settings:
     """`settings` with evaluation on the test split (this benchmark never reads another)."""
-    return settings.model_copy(
-        update={"evaluate": settings.evaluate.model_copy(update={"split": SPLIT})}
-    )
+    return on_split(settings, SPLIT)
 
 
 def trained(settings: Settings, group: str) -> list[str]:
