@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import arguments, publish, replace_section
+from common import arguments, link_proposals, publish, replace_section
 from robustness import (
     IMAGE_SHIFTS,
     SPLIT,
@@ -85,10 +85,7 @@ def scratch_project(
         raw["seed"] = seed
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").symlink_to(settings.path("data").resolve(), target_is_directory=True)
-    proposals = settings.path("artifacts/proposals")  # rcnn / fast_rcnn train on them
-    if proposals.is_dir():
-        (root / "artifacts").mkdir()
-        (root / "artifacts" / "proposals").symlink_to(proposals.resolve(), True)
+    link_proposals(settings, root)
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     return params

@@ -16,6 +16,7 @@ import mlflow
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
+from sightline.artifacts import proposals_dir
 from sightline.config import Settings
 from sightline.track.runs import experiment_id, local_artifact_root, use_tracking
 from sightline.workloads import workload_for
@@ -32,6 +33,16 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--params", default=None)
     return parser
+
+
+def link_proposals(settings: Settings, scratch: Path) -> None:
+    """The project's selective-search proposals (rcnn / fast_rcnn train and score on them)
+    linked into the scratch project at `scratch`, where the project has them."""
+    source = proposals_dir(settings)
+    if source.is_dir():
+        target = scratch / source.relative_to(settings.project_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source.resolve(), target_is_directory=True)
 
 
 def replace_section(path: Path, key: str, text: str) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from common import arguments, publish, replace_section
+from common import arguments, link_proposals, publish, replace_section
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
@@ -104,7 +104,7 @@ def scratch_settings(settings: Settings, scratch: Path) -> Settings:
     models): the project's data and proposals are read where they are, its DVC outputs are
     never touched."""
     (scratch / "artifacts").mkdir(parents=True)
-    (scratch / "artifacts" / "proposals").symlink_to(settings.path("artifacts/proposals"))
+    link_proposals(settings, scratch)
     data = settings.detection_data
     root = settings.path(data.root).resolve()
     return settings.model_copy(

@@ -77,8 +77,13 @@ def model_dir(settings: Settings, family: str) -> Path:
     return settings.path("artifacts/models") / family
 
 
+def proposals_dir(settings: Settings) -> Path:
+    """Where the `proposals` stage writes each split's selective-search proposals."""
+    return settings.path("artifacts/proposals")
+
+
 def proposals_path(settings: Settings, split: str) -> Path:
-    return settings.path("artifacts/proposals") / f"{split}.npz"
+    return proposals_dir(settings) / f"{split}.npz"
 
 
 def proposals_for(settings: Settings, family: str, split: str) -> dict[int, Any] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sightline.artifacts import proposals_dir
 from sightline.config import load_settings
 from tests.bench_scripts import bench_fixture
 
@@ -46,7 +47,8 @@ def test_the_scratch_project_reads_the_projects_proposals(augmentation, tmp_path
     (project_root / "params.yaml").write_text(Path("params.yaml").read_text())
     project = load_settings(project_root / "params.yaml")
     params = augmentation.scratch_project(project, tmp_path / "scratch")
-    linked = load_settings(params).path("artifacts/proposals")
+    linked = proposals_dir(load_settings(params))
+    assert linked.is_symlink()
     assert linked.resolve() == (project_root / "artifacts" / "proposals").resolve()
 
 
