@@ -224,6 +224,9 @@ class Serve(Strict):
     max_trace_samples: int = Field(1_048_576, ge=2)  # longest OTDR trace /v1/otdr/events takes
     # The enrolled faces (identification): a SQLite file in this folder, kept across restarts.
     gallery_path: Path = Path("artifacts/gallery")
+    # Processes per detector replica that run selective search for rcnn / fast_rcnn requests
+    # side by side (serve/proposals.py); 0: the replica searches in its own thread.
+    proposal_workers: int = Field(2, ge=0)
     batch: ServeBatch = ServeBatch()
     scaling: ServeScaling = ServeScaling()
 

@@ -40,7 +40,9 @@ def build_app(settings: Settings) -> Application:
     options = deployment_options(serve_params.scaling)  # replicas and queue limits, per task
     return Gateway.bind(
         config,
-        detection=Detector.options(**options).bind(config.tracking_uri, serve_params.batch),
+        detection=Detector.options(**options).bind(
+            config.tracking_uri, serve_params.batch, serve_params.proposal_workers
+        ),
         otdr=OTDREvents.options(**options).bind(config.tracking_uri),
         identification=Faces.options(**options).bind(
             config.tracking_uri,

@@ -3,7 +3,8 @@
 Requests are batched (`@serve.batch`, sizes from params `serve.batch`): the images of one
 batch that ask for the same model version go through it in one forward pass. A version of a
 family in `serve.batch.unbatched_families` runs each request on its own, at once. Decoding
-and resizing happen in the ingress (gateway.py), off this replica.
+and resizing happen in the ingress (gateway.py), off this replica; the selective search of
+rcnn and fast_rcnn in the replica's proposal workers (proposals.py), as each request arrives.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sightline.serve.capacity import (
     each_or_error,
     indices_by,
 )
+from sightline.serve.proposals import ProposalPool, image_tensor
 from sightline.serve.registered import RegisteredModels
 from sightline.serve.schemas import Catalog, Detection
 
@@ -39,18 +41,24 @@ def detect_objects(
     score_threshold: float,
     scale: float = 1.0,
     original_size: tuple[int, int] | None = None,
+    proposals: torch.Tensor | None = None,
 ) -> list[Detection]:
-    """Run one HxWx3 uint8 image through a torchvision-contract detector (see detections)."""
-    (output,) = run_detector(model, [pixels])
+    """Run one HxWx3 uint8 image through a torchvision-contract detector (see detections);
+    `proposals`: its selective-search boxes, for the families that take them."""
+    (output,) = run_detector(model, [pixels], None if proposals is None else [proposals])
     return detections(output, pixels.shape[:2], class_names, score_threshold, scale, original_size)
 
 
-def run_detector(model: nn.Module, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-    """HxWx3 uint8 images (any sizes) through a torchvision-contract detector in one call."""
-    # Copies: arrays arriving through Ray's object store are read-only.
-    tensors = [torch.tensor(p, dtype=torch.float32).permute(2, 0, 1).div_(255.0) for p in images]
+def run_detector(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    proposals: Sequence[torch.Tensor] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """HxWx3 uint8 images (any sizes) through a torchvision-contract detector in one call;
+    `proposals` (one set per image) for the families that take them, else they search."""
+    tensors = [image_tensor(p) for p in images]
     with torch.inference_mode():
-        return model(tensors)
+        return model(tensors) if proposals is None else model(tensors, proposals=proposals)
 
 
 def detections(
@@ -123,18 +131,28 @@ def label_name(label_id: int, class_names: list[str]) -> str:
 class Detector:
     """Holds the loaded detectors; the ingress resolves `?model=` against `catalog()`."""
 
-    def __init__(self, tracking_uri: str, batch: ServeBatch | None = None) -> None:
-        self._registered = RegisteredModels(tracking_uri, "detection")
+    def __init__(
+        self, tracking_uri: str, batch: ServeBatch | None = None, proposal_workers: int = 0
+    ) -> None:
         self._unbatched = set((batch or DEFAULT_BATCH).unbatched_families)
         if unknown := sorted(self._unbatched - FAMILIES.keys()):
             raise ValueError(f"serve.batch.unbatched_families: no such model family {unknown}")
+        self._proposals = ProposalPool(proposal_workers)
+        self._registered = RegisteredModels(tracking_uri, "detection")
+        self._proposals.serve_models(self._registered.models())
         configure_batching(self._detect_batch, batch)
+
+    def __del__(self) -> None:  # Serve calls it when it stops the replica
+        if hasattr(self, "_proposals"):
+            self._proposals.close()
 
     def catalog(self) -> Catalog:
         return self._registered.catalog()
 
     def reload(self) -> Catalog:
-        return self._registered.load()
+        catalog = self._registered.load()
+        self._proposals.serve_models(self._registered.models())
+        return catalog
 
     async def detect(
         self,
@@ -145,12 +163,19 @@ class Detector:
         original_size: tuple[int, int] | None = None,
     ) -> list[Detection]:
         loaded = self._registered.get(version)
+        proposals = await self._proposals.proposals(loaded.model, pixels)
         if loaded.family in self._unbatched:
             return detect_objects(
-                loaded.model, pixels, loaded.class_names, score_threshold, scale, original_size
+                loaded.model,
+                pixels,
+                loaded.class_names,
+                score_threshold,
+                scale,
+                original_size,
+                proposals,
             )
         return await call_batched(
-            self._detect_batch, pixels, version, score_threshold, scale, original_size
+            self._detect_batch, pixels, proposals, version, score_threshold, scale, original_size
         )
 
     @serve.batch(
@@ -160,6 +185,7 @@ class Detector:
     async def _detect_batch(
         self,
         pixels: list[np.ndarray],
+        proposals: list[torch.Tensor | None],
         versions: list[str],
         thresholds: list[float],
         scales: list[float],
@@ -169,8 +195,9 @@ class Detector:
         results: list[list[Detection] | Exception] = [[] for _ in pixels]
         for version, indices in indices_by(versions).items():
             loaded = self._registered.get(version)
-            run = partial(run_detector, loaded.model)
-            outputs = each_or_error(run, [pixels[i] for i in indices])
+            outputs = each_or_error(
+                partial(_run_on, loaded.model), [(pixels[i], proposals[i]) for i in indices]
+            )
             for index, output in zip(indices, outputs, strict=True):
                 results[index] = (
                     output
@@ -185,3 +212,13 @@ class Detector:
                     )
                 )
         return results
+
+
+def _run_on(
+    model: nn.Module, items: Sequence[tuple[np.ndarray, torch.Tensor | None]]
+) -> list[dict[str, torch.Tensor]]:
+    """run_detector on (pixels, proposals) pairs of one model version (all with proposals or
+    none: the version's family decides)."""
+    proposals = [boxes for _, boxes in items]
+    given = None if any(boxes is None for boxes in proposals) else proposals
+    return run_detector(model, [image for image, _ in items], given)

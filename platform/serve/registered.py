@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from torch import nn
 
 from sightline.models.registry import FAMILIES
 from sightline.serve.schemas import Catalog, ModelCard
@@ -118,3 +119,7 @@ class RegisteredModels:
 
     def get(self, version: str) -> LoadedModel:
         return self._models[version]
+
+    def models(self) -> list[nn.Module]:
+        """Every loaded version's module."""
+        return [loaded.model for loaded in self._models.values()]

@@ -19,12 +19,15 @@ import httpx
 import matplotlib
 import mlflow
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
+from ray.util.state import list_actors
 
 from sightline.config import Serve, Settings
 from sightline.models.registry import build_model
+from sightline.serve.detector import detect_objects
 from sightline.serve.registered import RETRY_LOAD_AFTER_S
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
@@ -253,6 +256,42 @@ def test_reload_swaps_in_a_new_champion_without_dropping_requests(api, store) ->
     assert reloaded.json()["groups"]["detection"]["champion_version"] == promoted.version
     assert statuses == [200] * len(statuses), "no request dropped while models reloaded"
     assert upload(api, image).json()["model"]["version"] == promoted.version
+
+
+def test_an_rcnn_version_searches_in_the_replicas_proposal_workers(api, store) -> None:
+    """rcnn's selective search runs in the detector replica's worker processes
+    (serve.proposal_workers, 2 by default); the answer is the model's own, in process."""
+    torch.manual_seed(0)
+    params = {"width": 8, "feature_dim": 32, "crop_size": 16}
+    model = build_model("rcnn", num_classes=6, **params).eval()
+    with mlflow.start_run(experiment_id=experiment_id("sightline-detection", store / "artifacts")):
+        uri = log_model(model, family="rcnn", num_classes=6, model_params=params,
+                        metadata={"class_names": CLASS_NAMES, "task": "detect"})  # fmt: skip
+    register(uri, workload=workload_for("detection"), family="rcnn", metrics={"map": 0.01}, tags={})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert (
+        "rcnn"
+        in api.post("/v1/admin/reload", headers=auth).json()["groups"]["detection"]["families"]
+    )
+    image = noise_image(64, 48)
+    response = upload(api, encode(image, "PNG"), model="rcnn", score_threshold=0.0)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["family"] == "rcnn"
+    pixels = np.asarray(image.convert("RGB"))
+    expected = detect_objects(model, pixels, CLASS_NAMES, 0.0, original_size=(64, 48))
+    assert expected and response.json()["detections"] == [
+        d.model_dump(exclude_none=True) for d in expected
+    ]
+    (replica,) = detector_replica_pids()
+    children = psutil.Process(replica).children()  # the workers, and multiprocessing's tracker
+    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    assert len(workers) == Serve().proposal_workers, [c.cmdline() for c in children]
+
+
+def detector_replica_pids() -> set[int]:
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.pid for a in actors if a.class_name.startswith("ServeReplica:") and
+            a.class_name.endswith(":Detector")}  # fmt: skip
 
 
 HTTP_FUZZ_EXAMPLES = 8  # per route and mode; the long search runs in process (test_fuzz_api)
