@@ -6,7 +6,9 @@ section of docs/benchmarks/serving.md and an MLflow run.
 
 For /v1/detect, /v1/otdr/events and /v1/faces/identify with the champion of each task:
 throughput and p50/p95/p99 at 1, 4, 16 and 64 concurrent clients, with batching on (params
-`serve.batch`) and off (max_batch_size 1), and the error and 503 counts; Serve's overhead
+`serve.batch`) and off (max_batch_size 1), and the error and 503 counts; detect at 1 and 16
+clients also with batching off and no proposal workers (`serve.proposal_workers` 0: what the
+issue measured, nothing batched and selective search in the replica's thread); Serve's overhead
 (the client's round trip minus the app's own time, from its Server-Timing header, in the same
 requests); then identify latency with `--people` enrolled: as many as `--seconds` allow
 through POST /v1/faces/enroll, the rest in one gallery transaction (Gallery.enroll_many, as
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +55,7 @@ from sightline.models import build_model
 from sightline.serve.app import run
 from sightline.serve.detector import run_detector
 from sightline.serve.faces import embed_faces, gallery_file
+from sightline.serve.proposals import search_of, search_pixels
 from sightline.serve.registered import RegisteredModels
 from sightline.track.registry import log_model, register
 from sightline.track.runs import experiment_id
@@ -64,6 +67,7 @@ GROUPS = ("detection", "otdr", "identification")
 STAND_INS = {"detection": "faster_rcnn", "otdr": "otdr_detector", "identification": "triplet"}
 LOCUSTFILE = Path(__file__).with_name("serving_locustfile.py")
 TOKEN = "bench-serving-token"
+BASELINE = "off, 0 workers"  # no batching, selective search in the replica: the issue's setup
 
 
 @dataclass
@@ -149,7 +153,9 @@ def batched_forward_gain(
     a time and `batch_size` at once, and the model's milliseconds per single image. Their
     ratio is the most dynamic batching can add to a route's throughput, whatever Serve does.
     `detect_families`: the same ratio for every detector family the registry serves (the
-    evidence for `serve.batch.unbatched_families`)."""
+    evidence for `serve.batch.unbatched_families`). A family that takes proposals is timed on
+    the image's precomputed ones, as the replica runs it when proposal workers search;
+    `detect_search_ms` is the champion's selective search (0 when it does none)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     inputs = {
@@ -160,8 +166,17 @@ def batched_forward_gain(
 
     def rates(route: str, model: torch.nn.Module) -> tuple[float, float]:
         run = partial(forward[route], model)
+        if route == "detect" and (search := search_of(model)):
+            run = partial(run_on_proposals, model, search_pixels(search, inputs[route]))
         single = images_per_second(run, inputs[route], 1, seconds)
         return single, images_per_second(run, inputs[route], batch_size, seconds)
+
+    def search_ms(model: torch.nn.Module) -> float:
+        if (search := search_of(model)) is None:
+            return 0.0
+        return 1000.0 / images_per_second(
+            lambda images: [search_pixels(search, image) for image in images],
+            inputs["detect"], 1, seconds)  # fmt: skip
 
     gains: dict[str, Any] = {}
     try:
@@ -172,6 +187,8 @@ def batched_forward_gain(
             gains |= {f"{route}_single_per_s": single, f"{route}_batched_per_s": batched,
                       f"{route}_model_ms": 1000.0 / single}  # fmt: skip
             if route == "detect":
+                champion = models.get(str(catalog.champion_version)).model
+                gains["detect_search_ms"] = search_ms(champion)
                 gains["detect_families"] = {
                     family: rates(route, models.get(number).model)
                     for family, number in sorted(catalog.families.items())
@@ -179,6 +196,13 @@ def batched_forward_gain(
     finally:
         torch.set_num_threads(threads)
     return gains
+
+
+def run_on_proposals(
+    model: torch.nn.Module, boxes: np.ndarray, images: list[np.ndarray]
+) -> list[dict[str, torch.Tensor]]:
+    """The detector on `images` (copies of one) given that image's proposals `boxes`."""
+    return run_detector(model, images, [torch.from_numpy(boxes)] * len(images))
 
 
 def images_per_second(
@@ -230,9 +254,10 @@ def load(url: str, route: str, users: int, seconds: int, work: Path) -> list:
 
 
 @contextmanager
-def app(settings: Settings, batch: ServeBatch) -> Iterator[str]:
+def app(settings: Settings, batch: ServeBatch, proposal_workers: int) -> Iterator[str]:
     served = settings.model_copy(deep=True)
     served.serve.batch = batch
+    served.serve.proposal_workers = proposal_workers
     run(served, blocking=False)
     try:
         yield f"http://127.0.0.1:{served.serve.port}"
@@ -240,8 +265,8 @@ def app(settings: Settings, batch: ServeBatch) -> Iterator[str]:
         serve.shutdown()
 
 
-def warm_up(url: str, work: Path) -> None:
-    for route in ROUTES:
+def warm_up(url: str, work: Path, routes: Iterable[str]) -> None:
+    for route in routes:
         load(url, route, 1, 3, work)
 
 
@@ -275,6 +300,8 @@ def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context:
     refused = sum(c.count(503) for c in cells)
     at_16 = {(c.route, c.batching): c.ok_ms().size for c in cells if c.users == 16}
     ratio = {route: at_16[route, "on"] / max(1, at_16[route, "off"]) for route in ROUTES}
+    baseline_16 = at_16.get(("detect", BASELINE), 0)
+    seconds_16 = next(c.seconds for c in cells if c.users == 16)
     gains, batch_on_size = context["gains"], context["batch"].max_batch_size
     app_p50 = {
         c.route: float(np.median(c.app_ms()))
@@ -286,6 +313,12 @@ def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context:
         for family, (one, many) in gains["detect_families"].items()
     )
     unbatched = ", ".join(context["batch"].unbatched_families) or "no family"
+    search_note = (
+        f"given its proposals; its selective search costs {gains['detect_search_ms']:.1f} ms "
+        "more, in a proposal worker"
+        if gains["detect_search_ms"]
+        else "it needs no selective search"
+    )
     enrolled = enroll.ok_ms()
     enroll_rate = enrolled.size / enroll.seconds
     enroll_p50 = float(np.median(enrolled)) if enrolled.size else float("nan")
@@ -301,7 +334,9 @@ after): absolute figures are this machine's; compare rows with each other. It to
 Batching "on" is params `serve.batch` (max_batch_size {context["batch"].max_batch_size}, wait
 {context["batch"].batch_wait_timeout_s * 1000:.0f} ms; the detector and embedder batch, the OTDR
 deployment does not; detectors of {unbatched} run one request at a time); "off" is
-max_batch_size 1. One replica per task,
+max_batch_size 1. Both with `serve.proposal_workers` {context["proposal_workers"]} (selective
+search of rcnn / fast_rcnn in that many processes beside the detector replica). "{BASELINE}"
+is batching off and no proposal workers, as the issue measured "today". One replica per task,
 max_ongoing_requests {context["scaling"].max_ongoing_requests}, max_queued_requests
 {context["scaling"].max_queued_requests}: beyond that a request gets 503 + Retry-After at once.
 Latency percentiles are over the 200 answers; "errors" counts other non-200 answers and
@@ -312,18 +347,22 @@ connection failures.
 
 - 5xx other than 503: **{five_xx}**; 503 (queue full, Retry-After): {refused}.
 - Batching at 16 clients, successful requests on / off: detect {ratio["detect"]:.2f}x,
-  identify {ratio["identify"]:.2f}x, otdr (not batched) {ratio["otdr"]:.2f}x. Target >= 2x.
+  identify {ratio["identify"]:.2f}x, otdr (not batched) {ratio["otdr"]:.2f}x.
+- Detect at 16 clients against the issue's setup in the same run ("{BASELINE}"):
+  {at_16["detect", "on"] / seconds_16:.1f} against {baseline_16 / seconds_16:.1f} req/s,
+  **{at_16["detect", "on"] / max(1, baseline_16):.2f}x**. Target >= 2x over today.
 - What batching can give at most, measured in the same run: the champions' own forward pass
   on one thread, as in a replica, in images/s one at a time -> {batch_on_size} at once:
   detector {gains["detect_single_per_s"]:.1f} -> {gains["detect_batched_per_s"]:.1f}
   ({gains["detect_batched_per_s"] / gains["detect_single_per_s"]:.2f}x), embedder
   {gains["identify_single_per_s"]:.0f} -> {gains["identify_batched_per_s"]:.0f}
   ({gains["identify_batched_per_s"] / gains["identify_single_per_s"]:.2f}x). One image costs
-  the detector {gains["detect_model_ms"]:.1f} ms and the embedder
+  the detector {gains["detect_model_ms"]:.1f} ms ({search_note}) and the embedder
   {gains["identify_model_ms"]:.2f} ms of a request whose app time at 1 client is
   {app_p50["detect"]:.1f} / {app_p50["identify"]:.1f} ms (p50, batching off): batching can
   only shrink the model's share. The same for every detector family served (`?model=`),
-  images/s one at a time -> {batch_on_size} at once: {family_gains}.
+  images/s one at a time -> {batch_on_size} at once: {family_gains}. rcnn and fast_rcnn are
+  timed on precomputed proposals, as their replica runs them when proposal workers search.
 
 **Serve's overhead**: round trip minus the app's own time (`Server-Timing: app;dur=`, the
 gateway's FastAPI app from request to response start, task calls included), same requests as
@@ -372,14 +411,20 @@ def main(argv: list[str] | None = None) -> int:
         served = load_settings(args.params)  # re-read: the environment now names the store
         served.serve.gallery_path = work / "gallery"
         served.serve.port = free_port()
-        batch_on = settings.serve.batch
+        batch_on, workers = settings.serve.batch, settings.serve.proposal_workers
+        batch_off = ServeBatch(max_batch_size=1)
         gains = batched_forward_gain(tracking_uri, work / "payloads", batch_on.max_batch_size)
         cells: list[Cell] = []
-        for batching, batch in [("on", batch_on), ("off", ServeBatch(max_batch_size=1))]:
-            with app(served, batch) as url:
-                warm_up(url, work)
-                for route in ROUTES:
-                    for users in CONCURRENCY:
+        arms = [  # label, batching, proposal workers, {route: concurrencies}
+            ("on", batch_on, workers, dict.fromkeys(ROUTES, CONCURRENCY)),
+            ("off", batch_off, workers, dict.fromkeys(ROUTES, CONCURRENCY)),
+            (BASELINE, batch_off, 0, {"detect": (1, 16)}),
+        ]
+        for batching, batch, proposal_workers, plan in arms:
+            with app(served, batch, proposal_workers) as url:
+                warm_up(url, work, plan)
+                for route, concurrencies in plan.items():
+                    for users in concurrencies:
                         samples = load(url, route, users, args.seconds, work)
                         cells.append(Cell(route, batching, users, args.seconds, samples))
                         print(cells[-1].row(), flush=True)
@@ -404,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": (time.monotonic() - started) / 60,
         "champions": champions,
         "batch": batch_on,
+        "proposal_workers": workers,
         "scaling": settings.serve.scaling,
         "people": args.people,
         "filled": filled,

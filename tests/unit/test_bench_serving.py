@@ -38,3 +38,56 @@ def test_a_cell_times_only_answered_requests_that_carried_their_app_time(serving
     assert list(cell.app_ms()) == [22.0, 30.0]
     assert list(cell.overhead_ms()) == [8.0, 10.0]
     assert cell.ok_ms().size == 3
+
+
+def test_an_rcnn_champion_is_timed_on_its_proposals_and_its_search_apart(
+    serving, mlflow_store: str, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from sightline.models.registry import build_model
+    from sightline.track.registry import log_model, register
+    from sightline.track.runs import experiment_id
+    from sightline.workloads import workload_for
+
+    serving.register_stand_ins(load_settings(Path("params.yaml")), tmp_path / "artifacts")
+    serving.write_payloads(tmp_path / "payloads")
+    params = {"width": 8, "feature_dim": 32, "crop_size": 16}
+    experiment = experiment_id("sightline-detection", tmp_path / "artifacts")
+    with mlflow.start_run(experiment_id=experiment):
+        model = build_model("rcnn", num_classes=6, **params)
+        uri = log_model(model, family="rcnn", num_classes=6, model_params=params,
+                        metadata={"task": "detect"})  # fmt: skip
+    assert register(uri, workload=workload_for("detection"), family="rcnn",
+                    metrics={"map": 0.9}, tags={}).promoted  # fmt: skip
+    gains = serving.batched_forward_gain(mlflow_store, tmp_path / "payloads", 2, seconds=0.05)
+    assert gains["detect_search_ms"] > 0  # the champion is rcnn now
+    assert set(gains["detect_families"]) == {"rcnn", serving.STAND_INS["detection"]}
+
+
+def test_the_report_compares_detect_with_the_issues_setup(serving) -> None:
+    from sightline.config import ServeBatch, ServeScaling
+
+    def cell(route: str, batching: str, users: int, ok: int) -> object:
+        return serving.Cell(
+            route, batching, users, 10.0, [(200, 20.0, 12.0)] * ok + [(503, 1.0, None)]
+        )
+
+    cells = [cell(route, arm, users, 10 * users) for arm in ("on", "off")
+             for route in serving.ROUTES for users in serving.CONCURRENCY]  # fmt: skip
+    cells += [cell("detect", serving.BASELINE, users, 5 * users) for users in (1, 16)]
+    context = {
+        "locust": "2", "seconds": 10, "when": "today", "load_before": "0", "load_after": "1",
+        "minutes": 1.0, "champions": "rcnn v1", "batch": ServeBatch(), "proposal_workers": 2,
+        "scaling": ServeScaling(), "people": 100, "filled": 90,
+        "gains": {"detect_single_per_s": 10.0, "detect_batched_per_s": 11.0,
+                  "detect_model_ms": 100.0, "detect_search_ms": 60.0,
+                  "identify_single_per_s": 100.0, "identify_batched_per_s": 200.0,
+                  "identify_model_ms": 10.0, "detect_families": {"rcnn": (10.0, 11.0)}},
+    }  # fmt: skip
+    text = serving.report(
+        cells, [cell("identify", "on", 1, 10)], cell("enroll", "on", 4, 5), context
+    )
+    assert f'("{serving.BASELINE}"):\n  16.0 against 8.0 req/s,\n  **2.00x**' in text
+    assert "selective search costs 60.0 ms" in text
+    assert f"| detect | {serving.BASELINE} | 16 | 8.0 |" in text
