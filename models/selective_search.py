@@ -79,6 +79,13 @@ def _run_opencv(bgr: np.ndarray, mode: Mode) -> np.ndarray:
     return search.process()
 
 
+def one_thread_per_worker() -> None:
+    """Initializer of a process pool that searches: one search at a time per worker (the
+    pool's size is the parallelism), so neither torch nor OpenCV starts threads of its own."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 def _check_arguments(image: object, mode: str, max_proposals: int, min_size: int) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__

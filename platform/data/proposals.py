@@ -32,7 +32,7 @@ from torchvision.ops import box_iou
 
 from sightline.data.detection import DetectionSplit, Target, load_rgb_image
 from sightline.data.errors import DatasetError
-from sightline.models.selective_search import Mode, SelectiveSearch
+from sightline.models.selective_search import Mode, SelectiveSearch, one_thread_per_worker
 
 Proposals = dict[int, np.ndarray]
 Progress = Callable[[int, int], None]  # (images done, images in all)
@@ -79,7 +79,8 @@ def _search_all(jobs: list[tuple[str, str, SelectiveSearch]], workers: int) -> I
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        with _pool_context().Pool(min(workers, len(jobs)), initializer=_one_thread_each) as pool:
+        processes = min(workers, len(jobs))
+        with _pool_context().Pool(processes, initializer=one_thread_per_worker) as pool:
             yield from pool.imap(_search_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
     finally:
         cv2.setNumThreads(threads)
@@ -92,11 +93,6 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
-
-
-def _one_thread_each() -> None:
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 def _search_one(job: tuple[str, str, SelectiveSearch]) -> np.ndarray:

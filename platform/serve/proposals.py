@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sightline.models.selective_search import SelectiveSearch
+from sightline.models.selective_search import SelectiveSearch, one_thread_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ def image_tensor(pixels: np.ndarray) -> Tensor:
 def search_pixels(search: SelectiveSearch, pixels: np.ndarray) -> np.ndarray:
     """One image's proposals, as the model would find them on `image_tensor(pixels)`."""
     return search(image_tensor(pixels)).numpy()
-
-
-def _one_thread_each() -> None:
-    # Each worker is one search at a time; the pool's size is the parallelism.
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 def _ready() -> None:
@@ -80,7 +72,7 @@ class ProposalPool:
         executor = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_one_thread_each,
+            initializer=one_thread_per_worker,
         )
         # A spawned pool starts a process per task it cannot hand to an idle one: this starts
         # them all.
