@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,7 @@ ROUTES = {"detect": "/v1/detect", "otdr": "/v1/otdr/events", "identify": "/v1/fa
 GROUPS = ("detection", "otdr", "identification")
 STAND_INS = {"detection": "faster_rcnn", "otdr": "otdr_detector", "identification": "triplet"}
 LOCUSTFILE = Path(__file__).with_name("serving_locustfile.py")
+FLOOR_SERVER = Path(__file__).with_name("serving_floor.py")
 TOKEN = "bench-serving-token"
 BASELINE = "off, 0 workers"  # no batching, selective search in the replica: the issue's setup
 
@@ -218,6 +220,39 @@ def images_per_second(
     return done / (time.perf_counter() - started)
 
 
+def overhead_percentiles(cell: Cell) -> tuple[float, float]:
+    values = cell.overhead_ms()
+    if not values.size:
+        return float("nan"), float("nan")
+    p50, p95 = np.percentile(values, [50, 95])
+    return float(p50), float(p95)
+
+
+def http_floor(work: Path, seconds: int) -> dict[str, Cell]:
+    """Each route's request at 1 client against plain uvicorn (bench/serving_floor.py)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(FLOOR_SERVER), str(port)])
+    try:
+        wait_for_port(port)
+        url = f"http://127.0.0.1:{port}"
+        return {route: Cell(route, "plain", 1, seconds, load(url, route, 1, seconds, work))
+                for route in ROUTES}  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_port(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
 def write_payloads(folder: Path) -> None:
     rng = np.random.default_rng(0)
 
@@ -293,9 +328,12 @@ def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context:
     overhead_rows = []
     for cell in cells:
         if cell.batching == "on" and cell.users in (1, 16):
-            values = cell.overhead_ms()
-            p50, p95 = np.percentile(values, [50, 95]) if values.size else (np.nan, np.nan)
-            overhead_rows.append(f"| {cell.route} | {cell.users} | {p50:.1f} | {p95:.1f} |")
+            p50, p95 = overhead_percentiles(cell)
+            floor = context["floor"].get(cell.route) if cell.users == 1 else None
+            plain = f"{overhead_percentiles(floor)[0]:.1f}" if floor else ""
+            overhead_rows.append(
+                f"| {cell.route} | {cell.users} | {p50:.1f} | {p95:.1f} | {plain} |"
+            )
     five_xx = sum(1 for c in cells for s, _, _ in c.samples if s >= 500 and s != 503)
     refused = sum(c.count(503) for c in cells)
     at_16 = {(c.route, c.batching): c.ok_ms().size for c in cells if c.users == 16}
@@ -368,10 +406,13 @@ connection failures.
 gateway's FastAPI app from request to response start, task calls included), same requests as
 above, batching on. It is what Serve's HTTP proxy, the HTTP exchange on loopback and the
 routing to the ingress replica cost; the hop from the ingress to the task replica is inside
-the app's time. Target <= 5 ms p50.
+the app's time. Target <= 5 ms p50. "Plain HTTP" is the same client and request against
+plain uvicorn on this machine, no Serve (`bench/serving_floor.py`: it reads the body and
+answers a small JSON), in the same run: the part of the figure that is loopback HTTP and the
+client, not Serve.
 
-| route | clients | overhead p50 ms | p95 ms |
-|---|---|---|---|
+| route | clients | overhead p50 ms | p95 ms | plain HTTP p50 ms |
+|---|---|---|---|---|
 {chr(10).join(overhead_rows)}
 
 **Identify with {context["people"]:,} people enrolled** (batching on): {enrolled.size} enrolled
@@ -414,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_on, workers = settings.serve.batch, settings.serve.proposal_workers
         batch_off = ServeBatch(max_batch_size=1)
         gains = batched_forward_gain(tracking_uri, work / "payloads", batch_on.max_batch_size)
+        floor = http_floor(work, args.seconds)
         cells: list[Cell] = []
         arms = [  # label, batching, proposal workers, {route: concurrencies}
             ("on", batch_on, workers, dict.fromkeys(ROUTES, CONCURRENCY)),
@@ -454,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "people": args.people,
         "filled": filled,
         "gains": gains,
+        "floor": floor,
     }
     serve.shutdown()
     ray.shutdown()
@@ -470,8 +513,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

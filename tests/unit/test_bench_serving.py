@@ -80,6 +80,7 @@ def test_the_report_compares_detect_with_the_issues_setup(serving) -> None:
         "locust": "2", "seconds": 10, "when": "today", "load_before": "0", "load_after": "1",
         "minutes": 1.0, "champions": "rcnn v1", "batch": ServeBatch(), "proposal_workers": 2,
         "scaling": ServeScaling(), "people": 100, "filled": 90,
+        "floor": {"detect": serving.Cell("detect", "plain", 1, 10.0, [(200, 3.0, 0.5)])},
         "gains": {"detect_single_per_s": 10.0, "detect_batched_per_s": 11.0,
                   "detect_model_ms": 100.0, "detect_search_ms": 60.0,
                   "identify_single_per_s": 100.0, "identify_batched_per_s": 200.0,
@@ -91,3 +92,16 @@ def test_the_report_compares_detect_with_the_issues_setup(serving) -> None:
     assert f'("{serving.BASELINE}"):\n  16.0 against 8.0 req/s,\n  **2.00x**' in text
     assert "selective search costs 60.0 ms" in text
     assert f"| detect | {serving.BASELINE} | 16 | 8.0 |" in text
+    assert "| detect | 1 | 8.0 | 8.0 | 2.5 |" in text  # overhead 20 - 12 ms; plain HTTP 3 - 0.5
+    assert "| otdr | 1 | 8.0 | 8.0 |  |" in text
+
+
+def test_the_http_floor_answers_every_route_with_its_app_time(serving, tmp_path: Path) -> None:
+    """Plain uvicorn under the bench's own locust client, loopback, 1 s per route."""
+    serving.write_payloads(tmp_path / "payloads")
+    floor = serving.http_floor(tmp_path, 1)
+    assert set(floor) == set(serving.ROUTES)
+    for cell in floor.values():
+        assert cell.ok_ms().size > 0 and cell.ok_ms().size == len(cell.samples)
+        p50, _ = serving.overhead_percentiles(cell)
+        assert 0 <= p50 < cell.ok_ms().max()  # the app's own time is inside each round trip
