@@ -32,6 +32,8 @@ from sightline.models.selective_search import SelectiveSearch, one_thread_per_wo
 
 logger = logging.getLogger(__name__)
 
+MAX_RESTARTS = 3  # pools started anew after a worker died, before the replica searches itself
+
 
 def image_tensor(pixels: np.ndarray) -> Tensor:
     """HxWx3 uint8 -> the 3xHxW float image in [0, 1] the detection contract takes."""
@@ -59,6 +61,7 @@ class ProposalPool:
             raise ValueError(f"serve.proposal_workers must be >= 0, got {workers}")
         self.workers = workers
         self._executor: Executor | None = None
+        self._broken = 0  # pools that broke so far
 
     def serve_models(self, models: Iterable[nn.Module]) -> None:
         """Start the workers now if one of `models` searches (each worker imports torch:
@@ -92,13 +95,24 @@ class ProposalPool:
         try:
             boxes = await loop.run_in_executor(self._executor, search_pixels, search, pixels)
         except BrokenProcessPool:
-            # A worker died (killed, out of memory): this request searches here, the next
-            # ones in a fresh pool.
-            logger.warning("a selective-search worker died; starting a new pool")
-            self.close()
-            self._executor = self._start()
-            boxes = search_pixels(search, pixels)
+            boxes = search_pixels(search, pixels)  # this request searches here
+            self._restart()
         return torch.from_numpy(boxes)
+
+    def _restart(self) -> None:
+        """After a worker died (killed, out of memory): a fresh pool, unless pools keep
+        breaking (workers that cannot start), then none: the replica searches itself."""
+        self.close()
+        self._broken += 1
+        if self._broken > MAX_RESTARTS:
+            logger.error(
+                "selective-search workers broke %d times; searching in the replica from now on",
+                self._broken,
+            )
+            self.workers = 0
+            return
+        logger.warning("a selective-search worker died; starting a new pool")
+        self._executor = self._start()
 
     def close(self) -> None:
         if self._executor is not None:

@@ -13,7 +13,7 @@ import torch
 
 from sightline.models.registry import build_model
 from sightline.serve.detector import run_detector
-from sightline.serve.proposals import ProposalPool, image_tensor
+from sightline.serve.proposals import MAX_RESTARTS, ProposalPool, image_tensor
 
 RCNN_PARAMS = {"width": 8, "feature_dim": 32, "crop_size": 16}
 
@@ -80,5 +80,21 @@ def test_a_killed_worker_costs_no_request(rcnn) -> None:
         assert torch.equal(asyncio.run(pool.proposals(rcnn, image)), expected)
         assert torch.equal(asyncio.run(pool.proposals(rcnn, image)), expected)
         assert pid not in pool._executor._processes
+    finally:
+        pool.close()
+
+
+def test_workers_that_keep_dying_leave_the_search_to_the_replica(rcnn) -> None:
+    pool = ProposalPool(1)
+    try:
+        image = shapes(2)
+        expected = rcnn.search(image_tensor(image))
+        for _ in range(MAX_RESTARTS + 1):
+            pool.serve_models([rcnn])
+            (pid,) = pool._executor._processes
+            os.kill(pid, signal.SIGKILL)
+            assert torch.equal(asyncio.run(pool.proposals(rcnn, image)), expected)
+        assert pool.workers == 0 and pool._executor is None
+        assert asyncio.run(pool.proposals(rcnn, image)) is None  # the model searches itself
     finally:
         pool.close()
