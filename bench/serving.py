@@ -220,6 +220,41 @@ def images_per_second(
     return done / (time.perf_counter() - started)
 
 
+# A process's command line (contains) -> its part of the CPU accounting; the rest is "other".
+ROLES = {
+    "multiprocessing.spawn": "proposal workers",
+    "ServeReplica:sightline:Detector": "detector replica",
+    "ServeReplica:sightline:Gateway": "gateway",
+    "ProxyActor": "proxy",
+}
+Snapshot = tuple[dict[int, tuple[str, float]], float]
+
+
+def cpu_snapshot() -> Snapshot:
+    """CPU seconds (user + system) of every process here by pid with its role, and of this
+    process's finished children (the locust runs)."""
+    import resource
+
+    import psutil
+
+    processes = {}
+    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+        times, command = process.info["cpu_times"], " ".join(process.info["cmdline"] or [])
+        if times is not None:
+            role = next((r for key, r in ROLES.items() if key in command), "other")
+            processes[process.pid] = (role, times.user + times.system)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return processes, children.ru_utime + children.ru_stime
+
+
+def cpu_by_role(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, per role, and by locust."""
+    spent: dict[str, float] = {"locust": after[1] - before[1]}
+    for pid, (role, seconds) in after[0].items():
+        spent[role] = spent.get(role, 0.0) + seconds - before[0].get(pid, (role, 0.0))[1]
+    return spent
+
+
 def overhead_percentiles(cell: Cell) -> tuple[float, float]:
     values = cell.overhead_ms()
     if not values.size:
@@ -322,6 +357,34 @@ def fill_gallery(gallery_dir: Path, people: int) -> int:
         return max(missing, 0)
 
 
+def cpu_line(cpu: dict[str, float], answered: int) -> str:
+    per_request = {role: 1000 * seconds / max(1, answered) for role, seconds in cpu.items()}
+    total = sum(per_request.values())
+    parts = ", ".join(
+        f"{role} {ms:.0f}" for role, ms in sorted(per_request.items(), key=lambda kv: -kv[1])
+    )
+    cores = os.cpu_count() or 1
+    return (
+        f"- CPU per answered detect request at 16 clients (batching on; CPU time of every "
+        f"process on the host over the cell, ms): {parts}; {total:.0f} ms in all on {cores} "
+        f"cores: the route cannot pass about {cores * 1000 / max(total, 1e-9):.0f} req/s here."
+    )
+
+
+def repeats_line(repeats: list[Cell]) -> str:
+    if not repeats:
+        return ""
+    rates = {arm: [c.ok_ms().size / c.seconds for c in repeats if c.batching == arm]
+             for arm in ("on", BASELINE)}  # fmt: skip
+    ratio = np.mean(rates["on"]) / max(float(np.mean(rates[BASELINE])), 1e-9)
+    listed = {arm: ", ".join(f"{rate:.1f}" for rate in values) for arm, values in rates.items()}
+    return (
+        f"\n- Repeats (`--repeats {len(rates['on'])}`, a fresh app each, in turn): detect at 16 "
+        f"clients {listed['on']} req/s with batching on and proposal workers, "
+        f"{listed[BASELINE]} in the issue's setup: **{ratio:.2f}x** (means)."
+    )
+
+
 def report(cells: list[Cell], identify_cells: list[Cell], enroll: Cell, context: dict) -> str:
     header = ("| route | batching | clients | ok req/s | p50 ms | p95 ms | p99 ms | requests | "
               "errors | 503 |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
@@ -389,6 +452,7 @@ connection failures.
 - Detect at 16 clients against the issue's setup in the same run ("{BASELINE}"):
   {at_16["detect", "on"] / seconds_16:.1f} against {baseline_16 / seconds_16:.1f} req/s,
   **{at_16["detect", "on"] / max(1, baseline_16):.2f}x**. Target >= 2x over today.
+{cpu_line(context["cpu"], at_16["detect", "on"])}{repeats_line(context["repeats"])}
 - What batching can give at most, measured in the same run: the champions' own forward pass
   on one thread, as in a replica, in images/s one at a time -> {batch_on_size} at once:
   detector {gains["detect_single_per_s"]:.1f} -> {gains["detect_batched_per_s"]:.1f}
@@ -430,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__)
     parser.add_argument("--seconds", type=int, default=15, help="locust run time per cell")
     parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="then detect at 16 clients this many times more, with and without "
+                             "proposal workers in turn (a fresh app each)")  # fmt: skip
     args = parser.parse_args(argv)
     settings = load_settings(args.params)
 
@@ -467,9 +534,13 @@ def main(argv: list[str] | None = None) -> int:
                 warm_up(url, work, plan)
                 for route, concurrencies in plan.items():
                     for users in concurrencies:
+                        accounted = batching == "on" and route == "detect" and users == 16
+                        before = cpu_snapshot() if accounted else None
                         samples = load(url, route, users, args.seconds, work)
                         cells.append(Cell(route, batching, users, args.seconds, samples))
                         print(cells[-1].row(), flush=True)
+                        if before is not None:
+                            cpu = cpu_by_role(before, cpu_snapshot())
                 if batching == "on":
                     enroll = Cell("enroll", "on", 4, args.seconds,
                                   load(url, "enroll", 4, args.seconds, work))  # fmt: skip
@@ -482,6 +553,15 @@ def main(argv: list[str] | None = None) -> int:
                         identify_cells.append(Cell(name, "on", users, args.seconds, samples))
                     for cell in identify_cells:
                         print(cell.row(), flush=True)
+        repeats = []
+        for _ in range(args.repeats):
+            for batching, batch, proposal_workers in (("on", batch_on, workers),
+                                                      (BASELINE, batch_off, 0)):  # fmt: skip
+                with app(served, batch, proposal_workers) as url:
+                    warm_up(url, work, ["detect"])
+                    samples = load(url, "detect", 16, args.seconds, work)
+                    repeats.append(Cell("detect", batching, 16, args.seconds, samples))
+                    print(repeats[-1].row(), flush=True)
     context = {
         "locust": version("locust"),  # not imported here: it monkey-patches the process
         "seconds": args.seconds,
@@ -497,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         "filled": filled,
         "gains": gains,
         "floor": floor,
+        "cpu": cpu,
+        "repeats": repeats,
     }
     serve.shutdown()
     ray.shutdown()

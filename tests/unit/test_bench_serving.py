@@ -81,6 +81,9 @@ def test_the_report_compares_detect_with_the_issues_setup(serving) -> None:
         "minutes": 1.0, "champions": "rcnn v1", "batch": ServeBatch(), "proposal_workers": 2,
         "scaling": ServeScaling(), "people": 100, "filled": 90,
         "floor": {"detect": serving.Cell("detect", "plain", 1, 10.0, [(200, 3.0, 0.5)])},
+        "cpu": {"proposal workers": 8.0, "gateway": 1.6, "locust": 0.4},
+        "repeats": [cell("detect", arm, 16, ok) for arm, ok in
+                    [("on", 150), (serving.BASELINE, 100), ("on", 170), (serving.BASELINE, 100)]],
         "gains": {"detect_single_per_s": 10.0, "detect_batched_per_s": 11.0,
                   "detect_model_ms": 100.0, "detect_search_ms": 60.0,
                   "identify_single_per_s": 100.0, "identify_batched_per_s": 200.0,
@@ -94,6 +97,9 @@ def test_the_report_compares_detect_with_the_issues_setup(serving) -> None:
     assert f"| detect | {serving.BASELINE} | 16 | 8.0 |" in text
     assert "| detect | 1 | 8.0 | 8.0 | 2.5 |" in text  # overhead 20 - 12 ms; plain HTTP 3 - 0.5
     assert "| otdr | 1 | 8.0 | 8.0 |  |" in text
+    # 160 answered: 50 + 10 + 2.5 ms of CPU each
+    assert "proposal workers 50, gateway 10, locust 2; 62 ms in all" in text
+    assert "16 clients 15.0, 17.0 req/s with batching on" in text and "**1.60x** (means)" in text
 
 
 def test_the_http_floor_answers_every_route_with_its_app_time(serving, tmp_path: Path) -> None:
@@ -105,3 +111,14 @@ def test_the_http_floor_answers_every_route_with_its_app_time(serving, tmp_path:
         assert cell.ok_ms().size > 0 and cell.ok_ms().size == len(cell.samples)
         p50, _ = serving.overhead_percentiles(cell)
         assert 0 <= p50 < cell.ok_ms().max()  # the app's own time is inside each round trip
+
+
+def test_cpu_accounting_counts_the_finished_load_generator(serving) -> None:
+    import subprocess
+    import sys
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    before = serving.cpu_snapshot()
+    subprocess.run([sys.executable, "-c", busy], check=True)  # as the locust runs are
+    spent = serving.cpu_by_role(before, serving.cpu_snapshot())
+    assert spent["locust"] >= 0.25 and spent.get("other", 0.0) >= 0
