@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -585,13 +586,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MLFLOW_TRACKING_URI"] = project_uri  # the report's run goes to the project
     text = report(cells, identify_cells, enroll, context)
     path = settings.path("docs/benchmarks/serving.md")
-    metrics = {
-        f"{c.route}_{c.batching}_{c.users}_ok_per_s": c.ok_ms().size / c.seconds for c in cells
-    }
+    metrics = {metric_name(c.route, c.batching, c.users): c.ok_ms().size / c.seconds for c in cells}
     publish(settings, name="serving", group="identification",
             report=replace_section(path, "load", text), metrics=metrics)  # fmt: skip
     print(f"wrote {path}")
     return 0
+
+
+def metric_name(route: str, batching: str, users: int) -> str:
+    """e.g. detect_off_0_workers_16_ok_per_s: MLflow's metric names take no commas."""
+    return re.sub(r"\W+", "_", f"{route}_{batching}_{users}_ok_per_s")
 
 
 def free_port() -> int:

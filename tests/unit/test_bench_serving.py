@@ -122,3 +122,11 @@ def test_cpu_accounting_counts_the_finished_load_generator(serving) -> None:
     subprocess.run([sys.executable, "-c", busy], check=True)  # as the locust runs are
     spent = serving.cpu_by_role(before, serving.cpu_snapshot())
     assert spent["locust"] >= 0.25 and spent.get("other", 0.0) >= 0
+
+
+def test_metric_names_are_ones_mlflow_takes(serving) -> None:
+    from mlflow.utils.validation import _validate_metric_name
+
+    name = serving.metric_name("detect", serving.BASELINE, 16)
+    assert name == "detect_off_0_workers_16_ok_per_s"
+    _validate_metric_name(name)
