@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import httpx
 from ray import serve
+from ray.util.state import list_actors
 
 from sightline.config import Settings
 from sightline.serve.app import run
@@ -17,6 +18,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def replica_pids(deployment: str) -> set[int]:
+    """The process ids of the live Serve replicas of `deployment` (e.g. "Faces")."""
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.pid for a in actors if a.class_name.startswith("ServeReplica:") and
+            a.class_name.endswith(f":{deployment}")}  # fmt: skip
 
 
 @contextmanager

@@ -23,7 +23,6 @@ import psutil
 import pytest
 import torch
 from PIL import Image
-from ray.util.state import list_actors
 
 from sightline.config import Serve, Settings
 from sightline.models.registry import build_model
@@ -34,7 +33,7 @@ from sightline.track.runs import experiment_id
 from sightline.workloads import workload_for
 from tests.api import assert_error
 from tests.conftest import own_store
-from tests.integration.serving import free_port, served_app
+from tests.integration.serving import free_port, replica_pids, served_app
 
 CLASS_NAMES = ["circle", "square", "triangle", "star", "cross"]
 MAX_UPLOAD_BYTES = 2_000_000
@@ -282,16 +281,10 @@ def test_an_rcnn_version_searches_in_the_replicas_proposal_workers(api, store) -
     assert expected and response.json()["detections"] == [
         d.model_dump(exclude_none=True) for d in expected
     ]
-    (replica,) = detector_replica_pids()
+    (replica,) = replica_pids("Detector")
     children = psutil.Process(replica).children()  # the workers, and multiprocessing's tracker
     workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
     assert len(workers) == Serve().proposal_workers, [c.cmdline() for c in children]
-
-
-def detector_replica_pids() -> set[int]:
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.pid for a in actors if a.class_name.startswith("ServeReplica:") and
-            a.class_name.endswith(":Detector")}  # fmt: skip
 
 
 HTTP_FUZZ_EXAMPLES = 8  # per route and mode; the long search runs in process (test_fuzz_api)

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ray.util.state import list_actors
 
 from sightline.config import Serve, Settings
 from sightline.gallery.store import Gallery
 from sightline.serve.faces import gallery_file
 from tests.conftest import own_store
-from tests.integration.serving import free_port, served_app
+from tests.integration.serving import free_port, replica_pids, served_app
 from tests.unit.test_faces_routes import face, png, register_embedder
 
 TOKEN = "faults-token"
@@ -65,12 +64,6 @@ def identify(client: httpx.Client, index: int) -> httpx.Response:
 
 
 Request = Callable[[httpx.Client, int], httpx.Response]
-
-
-def faces_replica_pids() -> set[int]:
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.pid for a in actors if a.class_name.startswith("ServeReplica:") and
-            a.class_name.endswith(":Faces")}  # fmt: skip
 
 
 @dataclass
@@ -153,10 +146,10 @@ def killed_under_load(ray_cluster: str, store: Path) -> KillRun:
         try:
             wait_until(lambda: len(load.acknowledged) >= ENROLLED_BEFORE_KILL,
                        "the first enrollments", deadline)  # fmt: skip
-            (pid,) = faces_replica_pids()
+            (pid,) = replica_pids("Faces")
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: faces_replica_pids() - {pid}, "a new Faces replica", deadline)
+            wait_until(lambda: replica_pids("Faces") - {pid}, "a new Faces replica", deadline)
             wait_until(lambda: load.recovered_since(killed_at), "requests succeed again",
                        deadline)  # fmt: skip
         finally:
